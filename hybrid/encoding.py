@@ -1,0 +1,127 @@
+"""Stage 3: the trained LSTM without its head turns each day into a feature vector.
+
+Two encoders compute the hidden state at the end of each day's window:
+
+* ``exact`` runs every ``seq_length`` window from a zero state, as the model was trained and as
+  the paper does. Cost grows with days x seq_length.
+* ``streaming`` runs once over the whole series, carrying the state, and reads the features off
+  at each day. Cost grows with days only. Because the trained cell forgets, its states match the
+  exact ones to float precision on most catchments (BENCHMARKS.md has the measurements).
+
+Both mark the same days as valid (a full window of finite inputs), and streaming restarts from a
+zero state after any gap in the inputs, so a NaN never leaks into later states.
+
+Output schema of ``encoded/gauge_id=<id>/part-0.parquet``:
+``date`` (timestamp), ``split`` (train / validation / test), ``observed`` (target in its own units,
+NaN where unobserved), ``regional`` (the LSTM head's prediction, same units), ``h_0`` ..
+``h_{H-1}`` (float32 hidden state of the last LSTM layer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from hybrid.checkpoints import TrainedModel
+from hybrid.config import Config
+from hybrid.errors import HybridError
+from hybrid.model import RegionalLSTM
+from hybrid.prepare import partition_key
+from hybrid.windows import CatchmentArrays, period_mask, valid_window_ends
+
+STAGE = "encoded"
+MANIFEST = f"{STAGE}/_manifest.json"
+SPLITS = ("train", "validation", "test")
+
+
+class NoValidWindow(HybridError):
+    """A catchment without a single full window of finite inputs in any period."""
+
+
+def feature_columns(hidden_size: int) -> list[str]:
+    return [f"h_{i}" for i in range(hidden_size)]
+
+
+@torch.no_grad()
+def encode_exact(model: RegionalLSTM, arrays: CatchmentArrays, ends: np.ndarray,
+                 seq_length: int, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
+    """Hidden state at each day in ``ends`` from its own window, started from zero."""
+    model.eval()
+    x = torch.from_numpy(arrays.x)
+    windows = x.unfold(0, seq_length, 1)  # view: (T - L + 1, D, L)
+    x_s = torch.from_numpy(arrays.static).to(device)
+    out = np.empty((len(ends), model.hidden_size), np.float32)
+    for start in range(0, len(ends), batch_size):
+        chunk = torch.from_numpy(ends[start:start + batch_size] - seq_length + 1)
+        x_d = windows[chunk].transpose(1, 2).to(device)
+        hidden, (h_n, _) = model.encode(x_d, x_s.expand(len(chunk), -1))
+        out[start:start + len(chunk)] = h_n[-1].float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def encode_streaming(model: RegionalLSTM, arrays: CatchmentArrays, ends: np.ndarray,
+                     seq_length: int, chunk_days: int = 4096, device: str = "cpu"
+                     ) -> np.ndarray:
+    """Hidden state at each day in ``ends`` from one pass over each gap-free input segment."""
+    model.eval()
+    finite = np.isfinite(arrays.x).all(axis=1)
+    states = np.full((len(arrays.x), model.hidden_size), np.nan, np.float32)
+    x_s = torch.from_numpy(arrays.static).to(device).unsqueeze(0)
+    # contiguous runs of finite inputs: [start, stop)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], finite.astype(np.int8), [0]])))
+    for seg_start, seg_stop in zip(edges[::2], edges[1::2]):
+        state = None
+        for lo in range(seg_start, seg_stop, chunk_days):
+            hi = min(lo + chunk_days, seg_stop)
+            x_d = torch.from_numpy(arrays.x[lo:hi]).to(device).unsqueeze(0)
+            hidden, state = model.encode(x_d, x_s, state)
+            states[lo:hi] = hidden[0].float().cpu().numpy()
+    return states[ends]
+
+
+ENCODERS = {"exact": encode_exact, "streaming": encode_streaming}
+
+
+def encoded_days(cfg: Config, arrays: CatchmentArrays) -> tuple[np.ndarray, np.ndarray]:
+    """(day indices, split labels) of every day with a valid window in some period."""
+    ok = valid_window_ends(arrays.x, cfg.seq_length)
+    labels = np.full(len(arrays.x), "", dtype=object)
+    for name in reversed(SPLITS):  # on overlap, test wins over validation over train
+        start, end = cfg.periods()[name]
+        labels[(labels == "") & period_mask(arrays.dates, start, end)] = name
+    keep = np.flatnonzero(ok & (labels != ""))
+    return keep, labels[keep]
+
+
+def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: pd.DataFrame,
+                     static_row: np.ndarray, method: str | None = None,
+                     device: str = "cpu") -> pa.Table:
+    """The encoded-features table of one catchment (see the module docstring for its schema)."""
+    method = method or cfg.encoder
+    trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
+    arrays = CatchmentArrays.build(gauge_id, frame, static_row, trained.scaler)
+    days, labels = encoded_days(cfg, arrays)
+    if len(days) == 0:
+        raise NoValidWindow(f"catchment {gauge_id}: no day with {cfg.seq_length} days of "
+                            "finite inputs in the train, validation or test period")
+    hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device)
+    with torch.no_grad():
+        head = trained.model.predict_hidden(torch.from_numpy(hidden).to(device))
+    regional = trained.scaler.denormalise(head[:, 0].cpu().numpy())
+    observed = frame[cfg.target].to_numpy(np.float64)[days]
+    columns = {
+        "date": pa.array(arrays.dates[days].values.astype("datetime64[ms]")),
+        "split": pa.array(labels.astype(str)),
+        "observed": pa.array(observed.astype(np.float32)),
+        "regional": pa.array(regional.astype(np.float32)),
+    }
+    for i, name in enumerate(feature_columns(hidden.shape[1])):
+        columns[name] = pa.array(hidden[:, i])
+    return pa.table(columns)
+
+
+def encoded_key(gauge_id: str) -> str:
+    return partition_key(STAGE, gauge_id)
