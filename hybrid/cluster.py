@@ -31,7 +31,9 @@ def connect(cfg: Config) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        # "local" always starts a fresh instance; a bare ray.init() would attach to whatever
+        # cluster `ray start` last left running on this machine.
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
     resources = ray.cluster_resources()
     log(f"ray: {len(alive_nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs, "
         f"{resources.get('GPU', 0):.0f} GPUs")

@@ -70,8 +70,9 @@ def decode_catchment(store: Store, cfg: Config, gauge_id: str, in_training: bool
     })
     baseline = partition_key(BASELINE_KEY, gauge_id)
     if cfg.baselines.catchment_wise and store.exists(baseline):
-        site = store.read_frame(baseline)[["date", "catchment_wise"]]
-        predictions = predictions.merge(site, on="date", how="left")
+        site = store.read_frame(baseline)
+        site_seconds = float(site["train_seconds"].iloc[0]) if len(site) else np.nan
+        predictions = predictions.merge(site[["date", "catchment_wise"]], on="date", how="left")
     store.write_table(partition_key(PREDICTIONS, gauge_id), predictions)
     if cfg.decoder.keep_models:
         import joblib
@@ -80,10 +81,13 @@ def decode_catchment(store: Store, cfg: Config, gauge_id: str, in_training: bool
         joblib.dump(model, buf, compress=3)
         store.write_bytes(f"decoders/gauge_id={gauge_id}/model.joblib", buf.getvalue())
     rows = score_predictions(predictions, gauge_id, in_training)
+    seconds = {"hybrid": fit_seconds}
+    if "catchment_wise" in predictions:
+        seconds["catchment_wise"] = site_seconds
     for row in rows:
         row.update(n_train=int(np.isfinite(observed[train]).sum()),
                    n_test=int(np.isfinite(observed[test]).sum()),
-                   fit_seconds=fit_seconds if row["model"] == "hybrid" else np.nan,
+                   fit_seconds=seconds.get(row["model"], np.nan),
                    status="done", error="", **(extra or {}))
     frame = pd.DataFrame(rows)
     store.write_table(metrics_key(gauge_id), frame)  # last: marks the catchment as done

@@ -20,19 +20,10 @@ from hybrid.errors import StoreError
 from hybrid.prepare import MANIFEST as CATCHMENT_MANIFEST
 from hybrid.prepare import prepare
 from hybrid.progress import log
-from hybrid.runs import open_run
+from hybrid.runs import TIMINGS, open_run, record_time
 from hybrid.storage import Store
 from hybrid.summary import headline, write_summary
 from hybrid.training import catchment_split
-
-TIMINGS = "timings.json"
-
-
-def _record_time(store: Store, stage: str, seconds: float, **extra) -> None:
-    """Wall time per stage, kept in the run so cost comparisons come from the run itself."""
-    timings = store.read_json(TIMINGS) if store.exists(TIMINGS) else {}
-    timings[stage] = {"seconds": round(seconds, 3), **extra}
-    store.write_json(TIMINGS, timings)
 
 
 def stage_prepare(cfg: Config) -> dict:
@@ -40,7 +31,7 @@ def stage_prepare(cfg: Config) -> dict:
     started = time.monotonic()
     manifest = prepare(cfg, store)
     if not store.exists(TIMINGS) or "prepare" not in store.read_json(TIMINGS):
-        _record_time(store, "prepare", time.monotonic() - started)
+        record_time(store, "prepare", time.monotonic() - started)
     log(f"prepare: catchment store at {store.uri('catchments')}")
     return manifest
 
@@ -66,7 +57,7 @@ def stage_pretrain(cfg: Config, actor=None) -> dict:
     actor = actor or cluster.start_encoder(cfg, store)
     started = time.monotonic()
     info = ray.get(actor.pretrain.remote())
-    _record_time(store, "pretrain", time.monotonic() - started, node_id=info["node_id"],
+    record_time(store, "pretrain", time.monotonic() - started, node_id=info["node_id"],
                  device=info["device"], gpu=info["gpu"])
     log(f"pretrain: done on node {info['node_id'][:12]} ({info['device']}) "
         f"in {info['seconds']:.0f}s")
@@ -100,7 +91,7 @@ def stage_encode(cfg: Config, actor=None) -> dict:
     from hybrid.checkpoints import load_trained
 
     manifest = write_encoded_manifest(store, cfg, load_trained(store), results)
-    _record_time(store, "encode", time.monotonic() - started, catchments=len(todo),
+    record_time(store, "encode", time.monotonic() - started, catchments=len(todo),
                  node_ids=sorted(nodes))
     return manifest
 
@@ -134,7 +125,7 @@ def stage_decode(cfg: Config):
             log(f"decode: catchment {gauge_id} failed: {type(error).__name__}: {error}")
             failures.append(failure_rows(gauge_id, gauge_id in in_training, error))
     if todo:
-        _record_time(store, "decode", time.monotonic() - started, catchments=len(todo),
+        record_time(store, "decode", time.monotonic() - started, catchments=len(todo),
                      failed=len(failures))
     summary, agg = write_summary(store, failures)
     log(f"decode: summary at {store.uri('metrics/summary.parquet')}\n{headline(agg)}")

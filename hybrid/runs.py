@@ -19,6 +19,16 @@ _OPERATIONAL = {"store", "storage_options", "resources", "max_train_minutes", "n
                 "device", "data_dir"}
 
 
+TIMINGS = "timings.json"
+
+
+def record_time(store: Store, stage: str, seconds: float, **extra) -> None:
+    """Wall time per stage, kept in the run so cost comparisons come from the run itself."""
+    timings = store.read_json(TIMINGS) if store.exists(TIMINGS) else {}
+    timings[stage] = {"seconds": round(seconds, 3), **extra}
+    store.write_json(TIMINGS, timings)
+
+
 def run_store(cfg: Config) -> Store:
     return open_store(cfg.store, cfg.storage_options).child(cfg.run_id)
 

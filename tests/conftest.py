@@ -85,3 +85,61 @@ def any_store(request, tmp_path):
     if request.param == "file":
         return str(tmp_path / "store"), {}
     return request.getfixturevalue("s3_bucket")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray instance (2 CPUs) shared by the tests that need Ray."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def tiny_config(store: str, storage_options: dict | None = None, **overrides):
+    """A seconds-long synthetic run: the shape of a real one, at toy size."""
+    from hybrid.config import config_from_dict
+
+    data = {
+        "run_id": "t",
+        "store": store,
+        "storage_options": storage_options or {},
+        "dataset": "synthetic",
+        "dataset_options": {"n_catchments": 4, "seed": 1, "start_date": "1995-01-01",
+                            "end_date": "1999-12-31"},
+        "static_attributes": ["p_mean", "aridity", "frac_snow", "t_mean"],
+        "train_start_date": "1995-03-01", "train_end_date": "1997-12-31",
+        "validation_start_date": "1998-01-01", "validation_end_date": "1998-12-31",
+        "test_start_date": "1999-01-01", "test_end_date": "1999-12-31",
+        "seq_length": 60, "hidden_size": 8, "epochs": 2, "batch_size": 64,
+        "max_train_samples_per_epoch": 512, "max_validation_samples": 256,
+        "n_train_basins": 3, "decoder": {"name": "rf", "params": {"n_estimators": 10}},
+    }
+    data.update(overrides)
+    return config_from_dict(data)
+
+
+def caravan_config(store: str, caravan_dir, gauges: list[str], **overrides):
+    """A small real-data run on Caravan CAMELS-US catchments (short periods, tiny LSTM)."""
+    from hybrid.config import config_from_dict
+
+    data = {
+        "run_id": "real",
+        "store": store,
+        "dataset": "caravan",
+        "data_dir": str(caravan_dir),
+        "basins": gauges,
+        "static_attributes": ["p_mean", "pet_mean", "aridity", "frac_snow", "area"],
+        "train_start_date": "2000-10-01", "train_end_date": "2005-09-30",
+        "validation_start_date": "2005-10-01", "validation_end_date": "2007-09-30",
+        "test_start_date": "2007-10-01", "test_end_date": "2009-09-30",
+        "seq_length": 90, "hidden_size": 16, "epochs": 3, "batch_size": 128,
+        "learning_rate": 0.005, "max_train_samples_per_epoch": 3000,
+        "max_validation_samples": 1000, "train_basin_fraction": 0.75,
+        "decoder": {"name": "rf", "params": {"n_estimators": 30}},
+    }
+    data.update(overrides)
+    return config_from_dict(data)
