@@ -45,6 +45,7 @@ port_is_free() {
     "$PYTHON" - "$1" <<'PY'
 import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are no conflict
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

@@ -23,6 +23,8 @@ HEAD_CPUS="${HYBRID_HEAD_CPUS:-1}"
 WORKER_CPUS="${HYBRID_WORKER_CPUS:-2}"
 # The dashboard agent's HTTP port is fixed by default (52365): two nodes on one machine need two.
 AGENT_PORT="${HYBRID_AGENT_PORT:-52465}"
+# The head also serves Ray Client (ray://) on a fixed port.
+CLIENT_PORT="${HYBRID_CLIENT_PORT:-10001}"
 
 "$PYTHON" -c 'import ray' 2>/dev/null || hybrid_die "$PYTHON has no ray: $PYTHON -m pip install -e ."
 "$PYTHON" -c 'import hybrid' 2>/dev/null \
@@ -60,8 +62,8 @@ if [ -f "$HYBRID_RAY_ENV" ] && ray_cli status --address "$gcs" >/dev/null 2>&1; 
     cat "$HYBRID_RAY_ENV"
     exit 0
 fi
-for port in "$HYBRID_RAY_PORT" "$HYBRID_DASHBOARD_PORT" "$AGENT_PORT" "$((AGENT_PORT + 1))"; do
-    port_is_free "$port" || hybrid_die "port $port is in use (another Ray?); set HYBRID_RAY_PORT / HYBRID_DASHBOARD_PORT / HYBRID_AGENT_PORT"
+for port in "$HYBRID_RAY_PORT" "$HYBRID_DASHBOARD_PORT" "$CLIENT_PORT" "$AGENT_PORT" "$((AGENT_PORT + 1))"; do
+    port_is_free "$port" || hybrid_die "port $port is in use (another Ray?); set HYBRID_RAY_PORT / HYBRID_DASHBOARD_PORT / HYBRID_CLIENT_PORT / HYBRID_AGENT_PORT"
 done
 
 on_error() { hybrid_log "start failed; clean up with infra/local/stop.sh (logs: $HYBRID_RAY_TMP/session_latest/logs)"; }
@@ -75,6 +77,7 @@ ray_cli start --head \
     --resources '{"local_head": 1}' \
     --dashboard-host 127.0.0.1 --dashboard-port "$HYBRID_DASHBOARD_PORT" \
     --dashboard-agent-listen-port "$AGENT_PORT" \
+    --ray-client-server-port "$CLIENT_PORT" \
     --temp-dir "$HYBRID_RAY_TMP" \
     --disable-usage-stats >&2
 
@@ -88,8 +91,9 @@ ray_cli start \
     --temp-dir "$HYBRID_RAY_TMP" \
     --disable-usage-stats >&2
 
-# Wait until both raylets have registered.
-"$PYTHON" - "$gcs" <<'PY'
+# Wait until both raylets have registered; keep their node ids (stop.sh uses them to find the
+# processes that do not name the temp dir, such as the Ray Client server).
+node_ids="$("$PYTHON" - "$gcs" <<'PY'
 import sys, time
 import ray
 
@@ -103,7 +107,9 @@ while True:
         sys.exit(f"only {len(alive)} Ray node(s) alive after 60 s")
     time.sleep(0.5)
 print(f"{len(alive)} nodes alive, resources: {ray.cluster_resources()}", file=sys.stderr)
+print(" ".join(n["NodeID"] for n in alive))
 PY
+)"
 trap - ERR
 
 cat >"$HYBRID_RAY_ENV" <<ENV
@@ -111,6 +117,7 @@ export RAY_AUTH_MODE=$RAY_AUTH_MODE
 export RAY_ADDRESS=$gcs
 export RAY_API_SERVER_ADDRESS=$dashboard
 export HYBRID_PYTHON=$PYTHON
+export HYBRID_RAY_NODE_IDS="$node_ids"
 ENV
 cat "$HYBRID_RAY_ENV"
 hybrid_log "ready: infra/local/submit.sh <run.yml> submits a run; \`ray status --address $gcs\` shows the nodes"

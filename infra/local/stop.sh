@@ -2,8 +2,8 @@
 # Stop what start_cluster.sh and start_s3.sh started: the two Ray nodes and the moto server.
 #
 #   infra/local/stop.sh          # only this local cluster: the processes using $HYBRID_RAY_TMP
-#                                # (and their children), so other Ray instances on the machine,
-#                                # e.g. a test's ray.init(), keep running
+#                                # or naming its node ids (and their children), so other Ray
+#                                # instances on the machine, e.g. a test's ray.init(), keep running
 #   infra/local/stop.sh --all    # `ray stop`: every Ray process of this user on the machine
 set -euo pipefail
 # shellcheck source=infra/local/_common.sh
@@ -18,23 +18,31 @@ esac
 
 # ---- Ray
 if [ "$mode" = "--all" ]; then
-    ray_cli stop --force >&2 || true
+    ray_cli stop >&2 || true
 else
     # Processes whose command line names this cluster's temp dir: gcs_server, raylets,
     # dashboard, agents, log monitor; plus their descendants (workers rename themselves to
     # "ray::..." and would not match). SIGTERM, then SIGKILL after a grace period.
-    "$PYTHON" - "$HYBRID_RAY_TMP" <<'PY'
-import os, sys, time
+    node_ids=""
+    if [ -f "$HYBRID_RAY_ENV" ]; then
+        node_ids="$(. "$HYBRID_RAY_ENV" && echo "${HYBRID_RAY_NODE_IDS:-}")"
+    fi
+    "$PYTHON" - "$HYBRID_RAY_TMP" $node_ids <<'PY'
+import os, sys
 import ray  # noqa: F401  (puts Ray's vendored psutil on sys.path)
 import psutil
 
 tmp = sys.argv[1].rstrip("/")
+node_flags = {f"--node-id={n}" for n in sys.argv[2:]}
 me = os.getpid()
 
 
-def names_tmp(args):
-    """True when an argument is the temp dir, or a path in it (also as --opt=PATH)."""
+def ours(args):
+    """True when an argument is the temp dir or a path in it (also as --opt=PATH), or names
+    one of this cluster's node ids."""
     for arg in args:
+        if arg in node_flags:
+            return True
         value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
         if value == tmp or value.startswith(tmp + "/"):
             return True
@@ -44,7 +52,7 @@ def names_tmp(args):
 found = {}
 for proc in psutil.process_iter(["pid", "cmdline"]):
     try:
-        if proc.pid != me and names_tmp(proc.info["cmdline"] or []):
+        if proc.pid != me and ours(proc.info["cmdline"] or []):
             found[proc.pid] = proc
             for child in proc.children(recursive=True):
                 found[child.pid] = child
@@ -57,7 +65,16 @@ for p in procs:
         p.terminate()
     except psutil.NoSuchProcess:
         pass
-gone, alive = psutil.wait_procs(procs, timeout=10)
+gone, alive = psutil.wait_procs(procs, timeout=5)
+if alive:
+    def name(p):
+        try:
+            return p.name()
+        except psutil.Error:
+            return "?"
+    names = sorted({name(p) for p in alive})
+    print(f"[hybrid-local] SIGKILL for {len(alive)} process(es) still up after 5 s: "
+          f"{', '.join(names)}", file=sys.stderr)
 for p in alive:
     try:
         p.kill()

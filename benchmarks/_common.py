@@ -1,0 +1,70 @@
+"""Shared helpers for the benchmark scripts: where the real data is, and how results print."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_caravan() -> Path:
+    path = SHARED_DATA / "caravan"
+    if not path.is_dir():
+        sys.exit(f"skipped: real data not found at {path} (set HYBRID_SHARED_DATA)")
+    return path
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    return (f"{platform.node()}: {os.cpu_count()} CPUs, {cpu}, "
+            f"Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
+
+
+def timed(fn, repeats: int = 3) -> tuple[float, list[float], object]:
+    """Median wall time of ``repeats`` calls (and all of them, and the last result)."""
+    times, result = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times, result
+
+
+def caravan_gauges(caravan: Path, n: int | None = None, seed: int = 0) -> list[str]:
+    import numpy as np
+
+    gauges = sorted(p.stem for p in (caravan / "timeseries" / "csv" / "camels").glob("*.csv"))
+    if n is None or n >= len(gauges):
+        return gauges
+    idx = np.sort(np.random.default_rng(seed).choice(len(gauges), n, replace=False))
+    return [gauges[i] for i in idx]
+
+
+def bench_config(caravan: Path, gauges: list[str], hidden: int, train_minutes: float,
+                 store: str, run_id: str | None = None):
+    """The regional model the encoder and decoder benchmarks share (one run, trained once)."""
+    from hybrid.config import config_from_dict
+
+    return config_from_dict({
+        "run_id": run_id or f"enc-{len(gauges)}-h{hidden}", "store": store,
+        "dataset": "caravan", "data_dir": str(caravan), "basins": gauges,
+        "static_attributes": ["p_mean", "pet_mean", "aridity", "frac_snow", "moisture_index",
+                              "seasonality", "high_prec_freq", "low_prec_freq", "area"],
+        "train_start_date": "1981-10-01", "train_end_date": "1999-09-30",
+        "validation_start_date": "1999-10-01", "validation_end_date": "2004-09-30",
+        "test_start_date": "2004-10-01", "test_end_date": "2014-09-30",
+        "seq_length": 365, "hidden_size": hidden, "batch_size": 128, "epochs": 50,
+        "learning_rate": 0.002, "max_train_samples_per_epoch": 25000,
+        "max_validation_samples": 5000, "max_train_minutes": train_minutes,
+        "train_basin_fraction": 0.5, "seed": 42,
+        "decoder": {"name": "rf", "params": {"n_estimators": 100}},
+    })

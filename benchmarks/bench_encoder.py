@@ -1,0 +1,122 @@
+"""Training throughput, and exact vs streaming encoding, on real CAMELS-US catchments.
+
+    python benchmarks/bench_encoder.py --catchments 40 --hidden 64 --train-minutes 10
+
+1. Prepares N real catchments (Caravan layout) and trains a regional LSTM for a fixed wall-time
+   budget (seq_length 365, batch 128; the run is kept, so a rerun reuses the model).
+2. Training throughput: windows/s over fixed batches (median of 3 runs of 20 batches).
+3. Encodes every catchment with both encoders, timing each (median of 3 runs on 5 catchments),
+   and compares features (max |difference|) and the hybrid NSE each gives (RF per catchment,
+   fitted on the training period, scored on the test period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from _common import bench_config, caravan_gauges, machine, require_caravan, timed
+
+from hybrid.decode import fit_predict
+from hybrid.encoding import encode_exact, encode_streaming, encoded_days
+from hybrid.metrics import nse
+from hybrid.prepare import load_attributes, load_catchment, prepare
+from hybrid.runs import open_run
+from hybrid.training import masked_mse, train_regional
+from hybrid.windows import CatchmentArrays, WindowSampler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--catchments", type=int, default=40)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--train-minutes", type=float, default=10)
+    parser.add_argument("--store", default="/tmp/hybrid-bench")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    caravan = require_caravan()
+    gauges = caravan_gauges(caravan, args.catchments, seed=0)
+    cfg = bench_config(caravan, gauges, args.hidden, args.train_minutes, args.store)
+    store = open_run(cfg)
+    prepare(cfg, store)
+    trained = train_regional(store, cfg, "cpu")
+    print(machine())
+    print(f"model: hidden {args.hidden}, best epoch {trained.best_epoch}, "
+          f"{len(trained.history)} epochs in {sum(h['seconds'] for h in trained.history):.0f} s")
+
+    attributes = load_attributes(store)
+    arrays = {g: CatchmentArrays.build(g, load_catchment(store, g),
+                                       attributes.loc[g, cfg.static_attributes].to_numpy(),
+                                       trained.scaler) for g in gauges}
+
+    # --- training throughput on fixed batches (a fresh copy of the model, same settings)
+    sampler = WindowSampler([arrays[g] for g in trained.split["train"]], 365, 1,
+                            cfg.train_start_date, cfg.train_end_date)
+    model = type(trained.model).from_hparams({
+        "n_dynamic": 3, "n_static": len(cfg.static_attributes), "hidden_size": args.hidden,
+        "num_layers": 1, "output_dropout": 0.4, "initial_forget_bias": 3.0})
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    batches = [rng.choice(len(sampler), 128, replace=False) for _ in range(20)]
+
+    def train_batches():
+        model.train()
+        for idx in batches:
+            x_d, x_s, y = sampler.batch(idx)
+            loss = masked_mse(model(x_d, x_s)["y_hat"][:, -1:, 0], y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    train_s, train_all, _ = timed(train_batches, 3)
+    print(f"training: {20 * 128 / train_s:.0f} windows/s (median of 3 x 20 batches of 128; "
+          f"runs {[round(20 * 128 / t) for t in train_all]})")
+
+    # --- encoding throughput: 3 repeats on 5 catchments
+    sample = gauges[:5]
+    days = {g: encoded_days(cfg, arrays[g])[0] for g in gauges}
+    n_days = sum(len(days[g]) for g in sample)
+    exact_s, exact_all, _ = timed(lambda: [encode_exact(trained.model, arrays[g], days[g], 365)
+                                           for g in sample], 3)
+    stream_s, stream_all, _ = timed(lambda: [encode_streaming(trained.model, arrays[g], days[g],
+                                                              365) for g in sample], 3)
+    print(f"exact encoder: {n_days / exact_s:.0f} windows/s "
+          f"({exact_s / len(sample):.2f} s per catchment of ~{n_days // len(sample)} days)")
+    print(f"streaming encoder: {n_days / stream_s:.0f} days/s "
+          f"({stream_s / len(sample) * 1000:.0f} ms per catchment); "
+          f"streaming / exact speed-up {exact_s / stream_s:.0f}x")
+
+    # --- features and hybrid skill of each encoder, every catchment
+    rows = []
+    started = time.perf_counter()
+    for g in gauges:
+        idx, labels = encoded_days(cfg, arrays[g])
+        ex = encode_exact(trained.model, arrays[g], idx, 365)
+        st = encode_streaming(trained.model, arrays[g], idx, 365)
+        obs = load_catchment(store, g)[cfg.target].to_numpy(np.float64)[idx]
+        train, test = labels == "train", labels == "test"
+        scores = []
+        for feats in (ex, st):
+            pred, _, _ = fit_predict(feats[train], obs[train], feats[test], cfg, n_jobs=2)
+            scores.append(nse(obs[test], pred))
+        rows.append((g, float(np.abs(ex - st).max()), *scores,
+                     g in trained.split["train"]))
+    diffs = np.array([r[1] for r in rows])
+    nse_ex = np.array([r[2] for r in rows])
+    nse_st = np.array([r[3] for r in rows])
+    print(f"feature |exact - streaming|: median {np.median(diffs):.2e}, max {diffs.max():.2e}; "
+          f"equal to 1e-4 on {(diffs < 1e-4).sum()} of {len(rows)} catchments")
+    print(f"hybrid NSE: exact median {np.median(nse_ex):.3f}, streaming median "
+          f"{np.median(nse_st):.3f}, max |difference| {np.abs(nse_ex - nse_st).max():.3f} "
+          f"({time.perf_counter() - started:.0f} s for both encoders + 2 RF per catchment)")
+    worst = sorted(rows, key=lambda r: -r[1])[:4]
+    for g, d, a, b, in_train in worst:
+        print(f"  largest feature difference: {g} max {d:.3f}, NSE exact {a:.3f} "
+              f"streaming {b:.3f} ({'in' if in_train else 'out of'} training)")
+
+
+if __name__ == "__main__":
+    main()

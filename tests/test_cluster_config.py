@@ -1,0 +1,221 @@
+"""The deployment files: the cluster launcher config, the KubeRay RayJob, the local scripts.
+
+Nothing here starts a cluster; the files are checked against the schema Ray itself ships (the
+one ``ray up`` validates with) and against the shape the pipeline relies on: a head that runs
+no work, one GPU node for the encoder actor, many CPU (spot) nodes for the decoder tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = REPO / "ray_cluster.yaml"
+RAYJOB_YAML = REPO / "infra" / "kuberay-rayjob.yaml"
+LOCAL_SCRIPTS = sorted((REPO / "infra" / "local").glob("*.sh"))
+RAY_VERSION = "2.60.0"
+
+
+# ------------------------------------------------------------------ ray_cluster.yaml
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def ray_schema() -> dict:
+    ray = pytest.importorskip("ray")
+    path = Path(os.path.dirname(ray.__file__)) / "autoscaler" / "ray-schema.json"
+    if not path.is_file():
+        pytest.skip(f"the cluster launcher's JSON schema is not shipped with this ray: {path}")
+    return json.loads(path.read_text())
+
+
+def test_cluster_yaml_matches_rays_schema(cluster, ray_schema):
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
+    jsonschema.validate(cluster, ray_schema)
+
+
+def test_cluster_yaml_passes_rays_own_validation(cluster):
+    """What ``ray up`` does before launching anything: fill defaults, then validate."""
+    util = pytest.importorskip("ray.autoscaler._private.util")
+    filled = util.prepare_config(json.loads(json.dumps(cluster)))
+    util.validate_config(filled)
+    assert filled["head_node_type"] in filled["available_node_types"]
+
+
+def _node_types(cluster: dict) -> dict:
+    return cluster["available_node_types"]
+
+
+def _workers(cluster: dict) -> dict:
+    return {k: v for k, v in _node_types(cluster).items() if k != cluster["head_node_type"]}
+
+
+def test_head_runs_no_work(cluster):
+    head = _node_types(cluster)[cluster["head_node_type"]]
+    assert head["resources"].get("CPU") == 0
+    assert not head["resources"].get("GPU")
+
+
+def test_one_gpu_worker_type_for_the_encoder(cluster):
+    gpu_types = {k: v for k, v in _workers(cluster).items() if v["resources"].get("GPU", 0) > 0}
+    assert len(gpu_types) == 1, gpu_types
+    (gpu,) = gpu_types.values()
+    assert gpu["resources"]["GPU"] >= 1
+    assert gpu.get("min_workers", 0) == 0
+    assert gpu["max_workers"] == 1
+
+
+def test_cpu_worker_type_for_the_decoders_on_spot(cluster):
+    cpu_types = {k: v for k, v in _workers(cluster).items() if not v["resources"].get("GPU")}
+    assert len(cpu_types) == 1, cpu_types
+    (cpu,) = cpu_types.values()
+    assert cpu["resources"]["CPU"] >= 1
+    assert cpu.get("min_workers", 0) == 0
+    assert cpu["max_workers"] >= 10
+    assert cpu["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+
+
+def test_cluster_limits_add_up(cluster):
+    assert cluster["cluster_name"] == "hybrid"
+    assert cluster["provider"]["type"] == "aws"
+    assert sum(w["max_workers"] for w in _workers(cluster).values()) <= cluster["max_workers"]
+    assert cluster["idle_timeout_minutes"] > 0
+
+
+def test_workers_can_reach_s3(cluster):
+    """Ray gives only the head an instance profile by default; decoder tasks read/write S3."""
+    for name, node_type in _workers(cluster).items():
+        assert "IamInstanceProfile" in node_type["node_config"], name
+
+
+def test_cluster_image_is_pinned_to_the_tested_ray(cluster):
+    image = cluster["docker"]["image"]
+    assert image.startswith(f"rayproject/ray:{RAY_VERSION}-py311-"), image
+
+
+def test_cluster_uses_token_authentication(cluster):
+    env = " ".join(cluster["docker"]["run_options"])
+    assert "RAY_AUTH_MODE=token" in env
+    token_path = env.split("RAY_AUTH_TOKEN_PATH=")[1].split()[0]
+    assert token_path in cluster["file_mounts"], "the token file must be shipped to every node"
+
+
+def test_cluster_installs_torch_and_the_package(cluster):
+    setup = "\n".join(cluster["setup_commands"])
+    assert "torch==" in setup
+    assert "/home/ray/hybrid" in setup and "/home/ray/hybrid" in cluster["file_mounts"]
+
+
+# ------------------------------------------------------------------ infra/kuberay-rayjob.yaml
+@pytest.fixture(scope="module")
+def k8s_docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all(RAYJOB_YAML.read_text()) if d]
+
+
+def _kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+@pytest.fixture(scope="module")
+def rayjob(k8s_docs) -> dict:
+    (job,) = _kind(k8s_docs, "RayJob")
+    return job
+
+
+def _container(group: dict) -> dict:
+    (container,) = group["template"]["spec"]["containers"]
+    return container
+
+
+def _gpus(group: dict) -> int:
+    resources = _container(group).get("resources", {})
+    return int(resources.get("limits", {}).get("nvidia.com/gpu", 0))
+
+
+def test_every_manifest_has_the_kubernetes_basics(k8s_docs):
+    kinds = sorted(d["kind"] for d in k8s_docs)
+    assert kinds == ["ConfigMap", "RayJob", "Secret"]
+    for doc in k8s_docs:
+        assert doc["apiVersion"] and doc["metadata"]["name"]
+
+
+def test_rayjob_runs_the_pipeline_and_cleans_up(rayjob):
+    assert rayjob["apiVersion"] == "ray.io/v1"
+    spec = rayjob["spec"]
+    assert "--config /config/run.yml" in spec["entrypoint"]
+    assert "hybrid.cli run" in spec["entrypoint"] or "run_pipeline.py" in spec["entrypoint"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["rayClusterSpec"]["rayVersion"] == RAY_VERSION
+
+
+def test_rayjob_head_and_worker_groups(rayjob):
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert _gpus(cluster["headGroupSpec"]) == 0
+    groups = cluster["workerGroupSpecs"]
+    assert len({g["groupName"] for g in groups}) == len(groups) == 2
+    gpu = [g for g in groups if _gpus(g) > 0]
+    cpu = [g for g in groups if _gpus(g) == 0]
+    assert len(gpu) == 1 and len(cpu) == 1
+    (gpu,), (cpu,) = gpu, cpu
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (0, 1)
+    assert cpu["minReplicas"] == 0 and cpu["maxReplicas"] >= 10
+    for group in groups:
+        assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
+        assert "rayStartParams" in group
+
+
+def test_rayjob_token_auth_comes_from_a_secret(rayjob, k8s_docs):
+    auth = rayjob["spec"]["rayClusterSpec"]["authOptions"]
+    assert auth["mode"] == "token"
+    secrets = {s["metadata"]["name"]: s for s in _kind(k8s_docs, "Secret")}
+    assert auth["secretName"] in secrets
+    assert "auth_token" in secrets[auth["secretName"]]["stringData"]  # KubeRay's key name
+
+
+def test_rayjob_config_map_holds_a_valid_s3_run_config(rayjob, k8s_docs, tmp_path):
+    (config_map,) = _kind(k8s_docs, "ConfigMap")
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in head["volumes"]}
+    (name,) = [n for n, v in volumes.items()
+               if v.get("configMap", {}).get("name") == config_map["metadata"]["name"]]
+    assert mounts[name] == "/config" and "run.yml" in config_map["data"]
+    run = yaml.safe_load(config_map["data"]["run.yml"])
+    assert run["store"].startswith("s3://")
+    # the package's own loader accepts it (every key known, every value the right type)
+    config = pytest.importorskip("hybrid.config")
+    path = tmp_path / "run.yml"
+    path.write_text(config_map["data"]["run.yml"])
+    cfg = config.load_config(path)
+    assert cfg.resources.encoder_num_gpus == 1  # the GPU group starts at zero pods
+
+
+# ------------------------------------------------------------------ infra/local/*.sh
+def test_local_scripts_exist():
+    names = {p.name for p in LOCAL_SCRIPTS}
+    assert {"start_s3.sh", "start_cluster.sh", "submit.sh", "stop.sh"} <= names
+
+
+@pytest.mark.parametrize("script", LOCAL_SCRIPTS, ids=lambda p: p.name)
+def test_local_script_syntax(script):
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash not found")
+    result = subprocess.run([bash, "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    if not script.name.startswith("_"):
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash")
+        assert "set -euo pipefail" in text
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
