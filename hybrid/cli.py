@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_stage(args: argparse.Namespace) -> None:
-    from hybrid import pipeline
     from hybrid.config import load_config
 
     overrides = {}
@@ -76,8 +75,14 @@ def _run_stage(args: argparse.Namespace) -> None:
     if args.run_id:
         overrides["run_id"] = args.run_id
     cfg = load_config(args.config, overrides)
+    # Imported after the config is checked: it pulls in Ray and torch (seconds), and a typo in
+    # the config should be reported at once.
+    from hybrid import pipeline
+
     stage: Callable = getattr(pipeline, f"stage_{args.command}")
-    stage(cfg)
+    result = stage(cfg)
+    if args.command in ("run", "report"):
+        print(f"report: {result}")
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -203,6 +203,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     if data.get("basin_file") and not Path(data["basin_file"]).is_absolute():
         data["basin_file"] = str(base / data["basin_file"])
     return config_from_dict(data)
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that leaves dates as text: ``1999-02-30`` then fails in ``_coerce``, naming
+    its key, instead of as a bare ``ValueError`` from inside the YAML parser."""
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -259,7 +267,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        if not args:
+            return dict(value)
+        return {k: _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is bool:

@@ -19,7 +19,7 @@ def read_any(url: str) -> pd.DataFrame:
         with fsspec.open(url, "rb") as f:
             if url.endswith((".parquet", ".pq")):
                 return pd.read_parquet(f)
-            return pd.read_csv(f)
+            return pd.read_csv(f, dtype={"gauge_id": str})  # keep leading zeros
     except FileNotFoundError:
         raise DataError(f"file not found: {url}") from None
     except (ValueError, pd.errors.ParserError) as err:
@@ -35,9 +35,21 @@ def score_table(frame: pd.DataFrame, obs: str, sims: list[str] | None, source: s
         skip = {obs, "date", "gauge_id", "split"}
         sims = [c for c in frame.columns
                 if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+    if not sims:
+        raise DataError(f"{source}: no simulated column to score against {obs!r} "
+                        f"(columns: {', '.join(map(str, frame.columns))})")
     for sim in sims:
         if sim not in frame.columns:
             raise DataError(f"{source}: no simulated column {sim!r}")
+    for column in [obs, *sims]:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            converted = pd.to_numeric(values, errors="coerce")
+            bad = converted.isna() & values.notna()
+            if bad.any():
+                raise DataError(f"{source}: column {column!r} has non-numeric value "
+                                f"{values[bad].iloc[0]!r}")
+            frame = frame.assign(**{column: converted})
     groups = frame.groupby("gauge_id", sort=True) if "gauge_id" in frame.columns \
         else [("all", frame)]
     rows = []

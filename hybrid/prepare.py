@@ -3,8 +3,12 @@
 Every later stage reads only this layout, never a dataset's own files::
 
     <run>/catchments/gauge_id=<id>/part-0.parquet   date, dynamic inputs, target (float32)
-    <run>/catchments/attributes.parquet             gauge_id + static attributes
     <run>/catchments/_manifest.json                 written last: what was written and skipped
+    <run>/attributes.parquet                        gauge_id + static attributes (float32)
+
+``catchments/`` holds nothing but the hive partitions (``_manifest.json`` is ignored by Parquet
+readers), so ``pyarrow.dataset``, DuckDB, Polars or Ray Data read it as one table with a
+``gauge_id`` column; the attribute table sits beside it, where it cannot be mistaken for one.
 
 So a dataset's quirks (units, missing-value codes, file layouts) are dealt with exactly once, and
 remote workers read small Parquet partitions from object storage instead of raw CSVs.
@@ -27,7 +31,7 @@ from hybrid.storage import Store
 
 STAGE = "catchments"
 MANIFEST = f"{STAGE}/_manifest.json"
-ATTRIBUTES = f"{STAGE}/attributes.parquet"
+ATTRIBUTES = "attributes.parquet"
 
 
 def partition_key(stage: str, gauge_id: str) -> str:
@@ -166,7 +170,7 @@ def prepare(cfg: Config, store: Store) -> dict:
             else:
                 catchments[gauge_id] = summary
             bar.update(failed=int(reason is not None))
-    for gauge_id in sorted(done & set(gauges)):
+    for gauge_id in sorted(done & set(gauges) - set(skipped)):
         frame = store.read_frame(partition_key(STAGE, gauge_id)).set_index("date")
         catchments[gauge_id] = catchment_summary(cfg, frame)
     if not catchments:

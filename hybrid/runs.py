@@ -43,14 +43,34 @@ def open_run(cfg: Config) -> Store:
         current = cfg.to_dict()
         changed = sorted(k for k in set(previous) | set(current)
                          if k not in _OPERATIONAL and previous.get(k) != current.get(k))
-        if changed:
+        if changed and _has_outputs(store):
             key = changed[0]
             raise StoreError(
                 f"run {cfg.run_id!r} in {store.uri()} was made with a different config "
                 f"({key}: {previous.get(key)!r} -> {current.get(key)!r}); "
                 "use a new run_id or delete the run folder")
-    store.write_text(CONFIG_KEY, cfg.to_yaml())
+    store.write_text(CONFIG_KEY, yaml.safe_dump(_without_secrets(cfg.to_dict()), sort_keys=False))
     return store
+
+
+#: storage_options entries that are credentials: never written into the (shared) run folder
+_SECRETS = {"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+            "aws_session_token"}
+
+
+def _without_secrets(data: dict) -> dict:
+    def clean(options: dict) -> dict:
+        return {k: clean(v) if isinstance(v, dict) else v
+                for k, v in options.items() if k not in _SECRETS}
+
+    return {**data, "storage_options": clean(data.get("storage_options") or {})}
+
+
+def _has_outputs(store: Store) -> bool:
+    """Whether a run holds anything computed; one that failed before writing anything (a typo in
+    ``basins``, a wrong ``dataset``) may have its config fixed and rerun under the same id."""
+    store.invalidate()
+    return any(name not in (CONFIG_KEY, TIMINGS) for name in store.listdir(""))
 
 
 def load_run_config(store: Store) -> Config:

@@ -96,10 +96,17 @@ class Store:
         target = self.path(key)
         if self.is_local:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            # A leading dot: Parquet dataset readers skip it if a crash ever leaves one behind.
+            folder, name = posixpath.split(target)
+            tmp = posixpath.join(folder, f".{name}.tmp-{uuid.uuid4().hex}")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, target)
+            except BaseException:  # disk full, interrupted: leave no stray temporary file
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise
         else:
             # An S3 object appears only once its (multipart) upload completes.
             self.fs.pipe_file(target, data)
@@ -158,6 +165,10 @@ class Store:
                               scheme=scheme if host else "https")
             if opts.get("key"):
                 kwargs.update(access_key=opts["key"], secret_key=opts.get("secret"))
+                if opts.get("token"):
+                    kwargs["session_token"] = opts["token"]
+            if opts.get("anon"):
+                kwargs["anonymous"] = True
             region = opts.get("client_kwargs", {}).get("region_name")
             if region:
                 kwargs["region"] = region

@@ -1,0 +1,307 @@
+"""The run config: strict YAML loading, one-line errors naming the key, the run folder's copy."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+
+from hybrid.config import Config, config_from_dict, load_config, selected_basins
+from hybrid.errors import ConfigError, StoreError
+from hybrid.prepare import dataset_for
+from hybrid.runs import CONFIG_KEY, load_run_config, open_run, run_store
+
+GOOD = """\
+run_id: demo
+store: {store}
+dataset: synthetic
+dataset_options: {{n_catchments: 3, seed: 7, start_date: "1995-01-01", end_date: "1999-12-31"}}
+dynamic_inputs: [total_precipitation_sum, temperature_2m_mean]
+static_attributes: [p_mean, aridity]
+target_variables: [streamflow]
+train_start_date: 1995-06-01
+train_end_date: "1997-12-31"
+validation_start_date: 1998-01-01
+validation_end_date: 1998-12-31
+test_start_date: 1999-01-01
+test_end_date: 1999-12-31
+seq_length: 30
+predict_last_n: 2
+hidden_size: 16
+output_dropout: 0.25
+learning_rate: 0.01
+decoder:
+  name: rf
+  params: {{n_estimators: 5}}
+resources:
+  decoder_num_cpus: 2
+  encoder_num_gpus: 0
+"""
+
+
+def one_line(excinfo: pytest.ExceptionInfo[BaseException], *names: str) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message, message
+    for name in names:
+        assert name in message, f"{name!r} not in {message!r}"
+    return message
+
+
+def write(tmp_path: Path, text: str, name: str = "run.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def base(tmp_path: Path, **changes) -> dict:
+    data = yaml.safe_load(GOOD.format(store=tmp_path / "store"))
+    data.update(changes)
+    return data
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def test_load_yaml_file(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD.format(store=tmp_path / "store")))
+    assert isinstance(cfg, Config)
+    assert cfg.run_id == "demo"
+    assert cfg.dynamic_inputs == ["total_precipitation_sum", "temperature_2m_mean"]
+    assert cfg.target == "streamflow"
+    # dates: unquoted YAML dates and ISO strings both become datetime.date
+    assert cfg.train_start_date == dt.date(1995, 6, 1)
+    assert cfg.train_end_date == dt.date(1997, 12, 31)
+    assert (cfg.seq_length, cfg.predict_last_n, cfg.hidden_size) == (30, 2, 16)
+    assert cfg.output_dropout == 0.25 and isinstance(cfg.learning_rate, float)
+    assert cfg.decoder.name == "rf" and cfg.decoder.params == {"n_estimators": 5}
+    assert cfg.resources.decoder_num_cpus == 2 and cfg.resources.encoder_num_gpus == 0
+    # keys not in the file keep their defaults
+    assert cfg.num_layers == 1 and cfg.resources.max_retries == 3
+    assert cfg.run_url == str(tmp_path / "store") + "/demo"
+    assert cfg.periods()["validation"] == (dt.date(1998, 1, 1), dt.date(1998, 12, 31))
+
+
+def test_overrides_win_and_roundtrip(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.format(store=tmp_path / "store"))
+    cfg = load_config(path, {"store": "s3://bucket/x", "run_id": "other"})
+    assert (cfg.store, cfg.run_id) == ("s3://bucket/x", "other")
+    # the resolved YAML loads back to the same config
+    again = config_from_dict(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+    assert cfg.replace(hidden_size=32).hidden_size == 32
+
+
+def test_gauge_ids_written_as_numbers_stay_strings(tmp_path: Path) -> None:
+    cfg = config_from_dict(base(tmp_path, basins=[1022500, "camels_01031500"]))
+    assert cfg.basins == ["1022500", "camels_01031500"]
+
+
+def test_basin_file_relative_to_config(tmp_path: Path) -> None:
+    (tmp_path / "basins.txt").write_text("synthetic_000\n\nsynthetic_002\n")
+    text = GOOD.format(store=tmp_path / "store") + "basin_file: basins.txt\n"
+    cfg = load_config(write(tmp_path, text))
+    assert selected_basins(cfg) == ["synthetic_000", "synthetic_002"]
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(tmp_path / "nope.yml")
+    one_line(excinfo, "nope.yml")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, "run_id: x\nseq_length: [1,\n"))
+    one_line(excinfo, "run.yml", "YAML")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, "- a\n- b\n"))
+    one_line(excinfo, "run.yml")
+
+
+def test_run_id_required(tmp_path: Path) -> None:
+    data = base(tmp_path)
+    del data["run_id"]
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(data)
+    one_line(excinfo, "run_id")
+
+
+# --- strictness -------------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    text = GOOD.format(store=tmp_path / "store") + "hiden_size: 64\n"
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text))
+    message = one_line(excinfo, "'hiden_size'")
+    assert "hidden_size" in message  # a suggestion for the typo
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    text = GOOD.format(store=tmp_path / "store").replace("  name: rf", "  nme: rf")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text))
+    one_line(excinfo, "'decoder.nme'")
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, resources={"decoder_cpus": 2}))
+    one_line(excinfo, "'resources.decoder_cpus'")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("hidden_size", "big", ["hidden_size", "integer", "'big'"]),
+        ("hidden_size", 1.5, ["hidden_size", "integer"]),
+        ("seq_length", True, ["seq_length", "integer"]),
+        ("learning_rate", "fast", ["learning_rate", "number"]),
+        ("dynamic_inputs", "total_precipitation_sum", ["dynamic_inputs", "list"]),
+        ("basins", ["a", {"b": 1}], ["basins[1]", "string"]),
+        ("decoder", "rf", ["decoder", "mapping"]),
+        ("decoder", {"keep_models": "yes"}, ["decoder.keep_models", "true or false"]),
+        ("resources", {"encoder_num_gpus": "many"}, ["resources.encoder_num_gpus"]),
+        ("n_train_basins", "ten", ["n_train_basins", "integer"]),
+        ("dataset_options", [1, 2], ["dataset_options", "mapping"]),
+        ("resources", {"decoder_custom_resources": {"decoder_node": "one"}},
+         ["resources.decoder_custom_resources.decoder_node", "number"]),
+    ],
+)
+def test_wrong_type(tmp_path: Path, key: str, value, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, **{key: value}))
+    one_line(excinfo, *words)
+
+
+@pytest.mark.parametrize("value", ["2001-13-01", "31/12/2001", "yesterday", 20010101])
+def test_bad_date(tmp_path: Path, value) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, train_end_date=value))
+    one_line(excinfo, "train_end_date", "YYYY-MM-DD")
+
+
+def test_bad_date_in_yaml_file(tmp_path: Path) -> None:
+    text = GOOD.format(store=tmp_path / "store").replace(
+        "test_end_date: 1999-12-31", "test_end_date: 1999-02-30")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text))
+    one_line(excinfo, "test_end_date", "1999-02-30")
+
+
+@pytest.mark.parametrize("period", ["train", "validation", "test"])
+def test_start_after_end(tmp_path: Path, period: str) -> None:
+    data = base(tmp_path, **{f"{period}_start_date": "2001-01-02",
+                             f"{period}_end_date": "2001-01-01"})
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(data)
+    one_line(excinfo, f"{period}_end_date", f"{period}_start_date")
+
+
+def test_predict_last_n_longer_than_seq_length(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, seq_length=10, predict_last_n=11))
+    one_line(excinfo, "predict_last_n", "seq_length")
+    assert config_from_dict(base(tmp_path, seq_length=10, predict_last_n=10)).predict_last_n == 10
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"seq_length": 0}, "seq_length"),
+        ({"output_dropout": 1.0}, "output_dropout"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"train_basin_fraction": 0.0}, "train_basin_fraction"),
+        ({"dynamic_inputs": []}, "dynamic_inputs"),
+        ({"dynamic_inputs": ["x", "x"]}, "dynamic_inputs"),
+        ({"dynamic_inputs": ["streamflow"]}, "dynamic_inputs"),
+        ({"target_variables": ["a", "b"]}, "target_variables"),
+        ({"encoder": "magic"}, "encoder"),
+        ({"device": "tpu"}, "device"),
+        ({"run_id": "a/b"}, "run_id"),
+        ({"basins": ["a"], "basin_file": "x.txt"}, "basin"),
+        ({"basin_file": "no_such_file.txt"}, "basin_file"),
+        ({"resources": {"decoder_num_cpus": 0}}, "resources.decoder_num_cpus"),
+    ],
+)
+def test_bad_values(tmp_path: Path, changes: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, **changes))
+    one_line(excinfo, key)
+
+
+def test_unknown_decoder_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, decoder={"name": "xgboostish"}))
+    message = one_line(excinfo, "decoder.name", "'xgboostish'")
+    assert "rf" in message  # lists the known ones
+
+
+def test_unknown_dataset_name(tmp_path: Path) -> None:
+    cfg = config_from_dict(base(tmp_path, dataset="camels_xx"))
+    with pytest.raises(ConfigError) as excinfo:
+        dataset_for(cfg)
+    message = one_line(excinfo, "dataset", "'camels_xx'")
+    assert "caravan" in message and "synthetic" in message
+
+
+# --- the resolved config in the run folder ----------------------------------------------------
+
+
+def test_resolved_config_written_to_run_folder(tmp_path: Path) -> None:
+    cfg = tiny_config(str(tmp_path / "store"))
+    store = open_run(cfg)
+    path = tmp_path / "store" / "t" / CONFIG_KEY
+    assert path.is_file()
+    assert store.uri(CONFIG_KEY) == str(path)
+    written = yaml.safe_load(path.read_text())
+    assert written["hidden_size"] == 8 and written["train_start_date"] == "1995-03-01"
+    assert written["decoder"]["params"] == {"n_estimators": 10}
+    assert load_run_config(run_store(cfg)) == cfg
+
+
+def test_rerun_with_changed_model_is_refused(any_store) -> None:
+    cfg = tiny_config(*any_store)
+    store = open_run(cfg)
+    store.write_text("catchments/_manifest.json", "{}")  # the run has produced something
+    open_run(cfg)  # same config: fine
+    with pytest.raises(StoreError) as excinfo:
+        open_run(cfg.replace(hidden_size=16))
+    one_line(excinfo, "hidden_size", "8", "16", "'t'")
+    # the refused config did not overwrite the run's own
+    assert load_run_config(store).hidden_size == 8
+    with pytest.raises(StoreError) as excinfo:
+        open_run(cfg.replace(decoder={"name": "rf", "params": {"n_estimators": 11}}))
+    one_line(excinfo, "decoder")
+
+
+def test_rerun_with_changed_resources_is_allowed(tmp_path: Path) -> None:
+    cfg = tiny_config(str(tmp_path / "store"))
+    store = open_run(cfg)
+    store.write_text("catchments/_manifest.json", "{}")
+    bigger = cfg.replace(resources={"decoder_num_cpus": 4, "max_in_flight": 8},
+                         max_train_minutes=5.0)
+    open_run(bigger)
+    assert load_run_config(store).resources.decoder_num_cpus == 4
+
+
+def test_config_may_change_while_run_has_no_outputs(tmp_path: Path) -> None:
+    """A run that failed before writing anything (e.g. a typo in basins) can be fixed in place."""
+    cfg = tiny_config(str(tmp_path / "store"), basins=["nope"])
+    store = open_run(cfg)
+    fixed = cfg.replace(basins=["synthetic_000"])
+    open_run(fixed)
+    assert load_run_config(store).basins == ["synthetic_000"]
+
+
+def test_credentials_are_not_written_to_the_run_folder(tmp_path: Path) -> None:
+    options = {"endpoint_url": "http://127.0.0.1:9000", "key": "AKIA-SECRET-ID",
+               "secret": "very-secret", "client_kwargs": {"aws_session_token": "tok",
+                                                          "region_name": "eu-west-1"}}
+    cfg = tiny_config(str(tmp_path / "store"), options)
+    # a local store ignores the options; only what lands in config.yml matters here
+    store = open_run(cfg)
+    text = store.read_text(CONFIG_KEY)
+    for secret in ("AKIA-SECRET-ID", "very-secret", "tok"):
+        assert secret not in text
+    written = load_run_config(store)
+    assert written.storage_options == {"endpoint_url": "http://127.0.0.1:9000",
+                                       "client_kwargs": {"region_name": "eu-west-1"}}
+    open_run(cfg)  # storage_options may differ from what was written: operational
