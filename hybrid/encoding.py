@@ -26,7 +26,7 @@ import torch
 
 from hybrid.checkpoints import TrainedModel
 from hybrid.config import Config
-from hybrid.errors import HybridError
+from hybrid.errors import ConfigError, HybridError
 from hybrid.model import RegionalLSTM
 from hybrid.prepare import partition_key
 from hybrid.windows import CatchmentArrays, period_mask, valid_window_ends
@@ -49,6 +49,10 @@ def encode_exact(model: RegionalLSTM, arrays: CatchmentArrays, ends: np.ndarray,
                  seq_length: int, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """Hidden state at each day in ``ends`` from its own window, started from zero."""
     model.eval()
+    if len(ends) and int(np.min(ends)) < seq_length - 1:
+        # a negative window start would silently wrap around to the end of the series
+        raise ValueError(f"encode_exact: day {int(np.min(ends))} has no full window of "
+                         f"{seq_length} days")
     x = torch.from_numpy(arrays.x)
     windows = x.unfold(0, seq_length, 1)  # view: (T - L + 1, D, L)
     x_s = torch.from_numpy(arrays.static).to(device)
@@ -101,13 +105,17 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
                      device: str = "cpu") -> pa.Table:
     """The encoded-features table of one catchment (see the module docstring for its schema)."""
     method = method or cfg.encoder
+    if method not in ENCODERS:
+        raise ConfigError(f"encoder: expected one of {list(ENCODERS)}, got {method!r}")
     trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
     arrays = CatchmentArrays.build(gauge_id, frame, static_row, trained.scaler)
     days, labels = encoded_days(cfg, arrays)
     if len(days) == 0:
         raise NoValidWindow(f"catchment {gauge_id}: no day with {cfg.seq_length} days of "
                             "finite inputs in the train, validation or test period")
-    hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device)
+    options = {"batch_size": cfg.encode_batch_size} if method == "exact" else {}
+    hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device,
+                              **options)
     with torch.no_grad():
         head = trained.model.predict_hidden(torch.from_numpy(hidden).to(device))
     regional = trained.scaler.denormalise(head[:, 0].cpu().numpy())

@@ -88,6 +88,17 @@ def evaluate_loss(model: RegionalLSTM, sampler: WindowSampler, idx: np.ndarray,
     return total / max(count, 1)
 
 
+def _stop_reason(state: dict, cfg: Config, budget: float, out_of_time: bool = False
+                 ) -> str | None:
+    """Why training ends after the epoch in ``state`` (also checked when resuming, so a run
+    that crashed after its last epoch does not train one more)."""
+    if state["bad_epochs"] >= cfg.patience:
+        return f"early stopping: no improvement for {cfg.patience} epochs"
+    if out_of_time or state["train_seconds"] > budget:
+        return f"time budget of {cfg.max_train_minutes} minutes reached"
+    return None
+
+
 def train_regional(store: Store, cfg: Config, device: str | None = None) -> ckpt.TrainedModel:
     """Train (or resume, or just load) the regional LSTM of the run in ``store``."""
     return train_lstm(store, store, cfg, catchment_split(store, cfg), device, quiet=False)
@@ -145,8 +156,8 @@ def train_lstm(data: Store, store: Store, cfg: Config, split: dict[str, list[str
 
     budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else math.inf
     n_last = cfg.predict_last_n
-    stop_reason = None
-    while state["epoch"] < cfg.epochs:
+    stop_reason = _stop_reason(state, cfg, budget) if resume is not None else None
+    while stop_reason is None and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(len(train))
@@ -196,12 +207,7 @@ def train_lstm(data: Store, store: Store, cfg: Config, split: dict[str, list[str
         ckpt.save_object(store, ckpt.epoch_key(epoch), {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "state": state})
-        if state["bad_epochs"] >= cfg.patience:
-            stop_reason = f"early stopping: no improvement for {cfg.patience} epochs"
-            break
-        if out_of_time or state["train_seconds"] > budget:
-            stop_reason = f"time budget of {cfg.max_train_minutes} minutes reached"
-            break
+        stop_reason = _stop_reason(state, cfg, budget, out_of_time)
     if stop_reason:
         say(f"pretrain: {stop_reason}")
     best_state = state["best_state"] or model.state_dict()
