@@ -353,12 +353,13 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"resources.decoder_num_cpus: must be >= 1, got {res.decoder_num_cpus}")
     if res.encoder_num_gpus != "auto" and res.encoder_num_gpus < 0:
         raise ConfigError("resources.encoder_num_gpus: must be >= 0 or 'auto'")
-    from hybrid.decoders import decoder_names  # local: decoders import sklearn
+    from hybrid.decoders import check_decoder, decoder_names  # local: decoders import sklearn
 
     if cfg.decoder.name not in decoder_names():
         raise ConfigError(
             f"decoder.name: unknown decoder {cfg.decoder.name!r}; "
             f"choose one of {', '.join(decoder_names())}")
+    check_decoder(cfg.decoder.name, cfg.decoder.params)
 
 
 def selected_basins(cfg: Config) -> list[str] | None:

@@ -58,6 +58,20 @@ def make_decoder(name: str, params: dict[str, Any], n_jobs: int = 1, seed: int =
     except KeyError:
         raise ConfigError(f"decoder.name: unknown decoder {name!r}") from None
     try:
-        return factory(n_jobs, seed, dict(params))
-    except TypeError as err:
+        model = factory(n_jobs, seed, dict(params))
+    except TypeError as err:  # an unknown keyword
         raise ConfigError(f"decoder.params: {err}") from None
+    # scikit-learn checks values only in fit(), i.e. on a worker after pre-training, once per
+    # catchment; check them here so a typo fails before any work.
+    validate = getattr(model, "_validate_params", None)
+    if validate is not None:
+        try:
+            validate()
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"decoder.params: {err}") from None
+    return model
+
+
+def check_decoder(name: str, params: dict[str, Any]) -> None:
+    """Raise ``ConfigError`` for an unknown decoder or a bad hyper-parameter (name or value)."""
+    make_decoder(name, params)

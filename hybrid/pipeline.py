@@ -20,7 +20,7 @@ from hybrid.errors import StoreError
 from hybrid.prepare import MANIFEST as CATCHMENT_MANIFEST
 from hybrid.prepare import prepare
 from hybrid.progress import log
-from hybrid.runs import TIMINGS, open_run, record_time
+from hybrid.runs import TIMINGS, open_run, record_time, run_store
 from hybrid.storage import Store
 from hybrid.summary import headline, write_summary
 from hybrid.training import catchment_split
@@ -144,14 +144,19 @@ def stage_report(cfg: Config) -> str:
 
 def stage_run(cfg: Config) -> str:
     """prepare -> pretrain -> encode -> (baselines) -> decode -> report, skipping done work."""
+    # and a node-local store on a multi-node cluster is refused before anything is prepared
+    cluster.connect(cfg)
+    cluster.check_store_reachable(cfg, run_store(cfg))
     stage_prepare(cfg)
     store = _start(cfg)
     actor = None
     if not store.exists(ENCODED_MANIFEST):
         actor = cluster.start_encoder(cfg, store)
-        stage_pretrain(cfg, actor)
-        stage_encode(cfg, actor)
-        ray.kill(actor)  # free its CPUs/GPU for the decoders
+        try:
+            stage_pretrain(cfg, actor)
+            stage_encode(cfg, actor)
+        finally:
+            ray.kill(actor)  # free its CPUs/GPU for the decoders (or for the next attempt)
     stage_baselines(cfg)
     stage_decode(cfg)
     return stage_report(cfg)

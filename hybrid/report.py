@@ -38,12 +38,15 @@ def plot_nse_cdf(summary: pd.DataFrame, store: Store) -> str:
             values = np.sort(sub["nse"].dropna().to_numpy())
             if len(values) == 0:
                 continue
-            ax.step(np.clip(values, -1, 1), np.arange(1, len(values) + 1) / len(values),
-                    where="post", color=COLORS.get(model), label=f"{model} (median "
+            # start each curve at 0: an empirical CDF of one catchment is one visible step
+            x = np.clip(np.concatenate([values[:1], values]), -1, 1)
+            y = np.arange(len(values) + 1) / len(values)
+            ax.step(x, y, where="post", color=COLORS.get(model), label=f"{model} (median "
                     f"{np.median(values):.3f}, n={len(values)})")
-        ax.set(xlim=(-1, 1), xlabel="NSE (clipped at -1)", title=title)
+        ax.set(xlim=(-1, 1), ylim=(0, 1.02), xlabel="NSE (clipped at -1)", title=title)
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("fraction of catchments")
     return _save(store, "report/nse_cdf.png", fig)
 

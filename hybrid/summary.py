@@ -17,6 +17,7 @@ SUMMARY = f"{METRICS}/summary.parquet"
 AGGREGATE = f"{METRICS}/aggregate.parquet"
 MANIFEST = f"{METRICS}/_manifest.json"
 HEADLINE = ("nse", "kge_2012", "kge_2009")
+AGGREGATE_COLUMNS = ["model", "group", "metric", "n", "median", "mean", "q25", "q75"]
 
 
 def collect(store: Store, failures: list[pd.DataFrame] | None = None) -> pd.DataFrame:
@@ -47,7 +48,10 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
                              "n": int(values.notna().sum()), "median": values.median(),
                              "mean": values.mean(), "q25": values.quantile(0.25),
                              "q75": values.quantile(0.75)})
-    return pd.DataFrame(rows)
+    # the same columns when nothing finished, so readers of the Parquet file see one schema
+    return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS).astype(
+        {"model": str, "group": str, "metric": str, "n": "int64", "median": float,
+         "mean": float, "q25": float, "q75": float})
 
 
 def write_summary(store: Store, failures: list[pd.DataFrame] | None = None
