@@ -56,11 +56,54 @@ def check_store_reachable(cfg: Config, store: Store) -> None:
             "resources.shared_filesystem: true if that path is on a filesystem all nodes share")
 
 
+#: the cluster launcher's config on the head node, where `ray job submit` runs the driver
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def launchable_gpus() -> float:
+    """GPUs the autoscaler could add, for "auto" on a cluster whose GPU nodes start at zero.
+
+    Ray gives a driver no public view of the autoscaler's node types. Two places hold them: the
+    cluster config an autoscaler reports to the GCS (read the way Ray Train and Ray Data do;
+    the Ray 2.60 autoscalers do not report it yet, newer ones do), and the cluster launcher's
+    config file on the head node (Ray Tune checks the same file). 0 when neither says.
+    """
+    try:
+        from ray._private.state import state
+
+        gcs = (state.get_max_resources_from_cluster_config() or {}).get("GPU", 0)
+        if gcs:
+            return float(gcs)
+    except Exception:  # noqa: BLE001 - a private API: absent or changed means "unknown"
+        pass
+    try:
+        import yaml
+
+        path = os.path.expanduser(BOOTSTRAP_CONFIG)
+        if not os.path.isfile(path):
+            return 0.0
+        with open(path) as f:
+            launcher = yaml.safe_load(f) or {}
+        if not launcher.get("max_workers", 1):
+            return 0.0
+        head = launcher.get("head_node_type")
+        return float(sum(
+            (t.get("resources") or {}).get("GPU", 0) * t.get("max_workers", 0)
+            for name, t in (launcher.get("available_node_types") or {}).items()
+            if name != head))
+    except Exception:  # noqa: BLE001 - an unreadable file means "unknown", not a failed run
+        return 0.0
+
+
 def encoder_options(cfg: Config) -> dict[str, Any]:
     res = cfg.resources
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     gpus = (1.0 if cluster_gpus >= 1 else 0.0) if res.encoder_num_gpus == "auto" \
         else float(res.encoder_num_gpus)
+    if res.encoder_num_gpus == "auto" and not gpus and launchable_gpus() >= 1:
+        gpus = 1.0
+        log("encoder: no GPU node is up yet but the autoscaler can add one; the encoder actor "
+            "waits for it")
     if res.encoder_num_cpus == "auto":
         largest = max((n["Resources"].get("CPU", 0) for n in alive_nodes()), default=1)
         cpus = 1.0 if gpus else float(max(1, largest))
@@ -90,6 +133,10 @@ class EncoderActor:
         self.store = Store(store_url, storage_options)
         self.cfg = load_run_config(self.store)
         self.device = pick_device(self.cfg.device)
+        if ray.is_initialized() and ray.get_gpu_ids() and self.device == "cpu":
+            why = "the config says device: cpu" if self.cfg.device == "cpu" else \
+                f"torch {torch.__version__} sees no CUDA device (a CPU-only build?)"
+            log(f"encoder: Ray gave this actor GPU {ray.get_gpu_ids()} but it runs on CPU: {why}")
         self.trained = load_trained(self.store, self.device) if self.store.exists(FINAL) \
             else None
         self._encoder = None

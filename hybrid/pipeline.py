@@ -137,9 +137,7 @@ def stage_report(cfg: Config) -> str:
 
     store = open_run(cfg)
     _require(store, "metrics/summary.parquet", "decode")
-    path = write_report(store, cfg)
-    log(f"report: {path}")
-    return path
+    return write_report(store, cfg)  # the CLI prints where it is
 
 
 def stage_run(cfg: Config) -> str:

@@ -81,6 +81,8 @@ ray_cli start --head \
     --temp-dir "$HYBRID_RAY_TMP" \
     --disable-usage-stats >&2
 
+# Its own temp dir (inside the head's, so stop.sh finds it): two nodes sharing one session dir
+# would each forward every worker's output, and job logs would show each line twice.
 hybrid_log "worker node: $WORKER_CPUS CPU(s)"
 ray_cli start \
     --address "$gcs" \
@@ -88,7 +90,7 @@ ray_cli start \
     --num-cpus "$WORKER_CPUS" --num-gpus 0 \
     --resources '{"local_worker": 1}' \
     --dashboard-agent-listen-port "$((AGENT_PORT + 1))" \
-    --temp-dir "$HYBRID_RAY_TMP" \
+    --temp-dir "$HYBRID_RAY_TMP/worker" \
     --disable-usage-stats >&2
 
 # Wait until both raylets have registered; keep their node ids (stop.sh uses them to find the
