@@ -68,3 +68,25 @@ def bench_config(caravan: Path, gauges: list[str], hidden: int, train_minutes: f
         "train_basin_fraction": 0.5, "seed": 42,
         "decoder": {"name": "rf", "params": {"n_estimators": 100}},
     })
+
+
+def model_arguments(parser) -> None:
+    """Arguments naming the shared benchmark model (bench_encoder and bench_decoders)."""
+    parser.add_argument("--catchments", type=int, default=40)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--train-minutes", type=float, default=10)
+    parser.add_argument("--store", default="/tmp/hybrid-bench")
+
+
+def trained_run(args):
+    """(config, store, trained model, catchments) of the shared benchmark model, trained once."""
+    from hybrid.prepare import prepare
+    from hybrid.runs import open_run
+    from hybrid.training import train_regional
+
+    caravan = require_caravan()
+    gauges = caravan_gauges(caravan, args.catchments, seed=0)
+    cfg = bench_config(caravan, gauges, args.hidden, args.train_minutes, args.store)
+    store = open_run(cfg)
+    prepare(cfg, store)
+    return cfg, store, train_regional(store, cfg, "cpu"), gauges

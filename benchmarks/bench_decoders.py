@@ -23,17 +23,13 @@ import time
 
 import numpy as np
 import ray
-from _common import bench_config, caravan_gauges, machine, require_caravan
+from _common import machine, model_arguments, trained_run
 
 from hybrid import cluster
-from hybrid.checkpoints import load_trained
 from hybrid.decode import decode_catchment, fit_predict
 from hybrid.encode import CatchmentEncoder
 from hybrid.encoding import encoded_key
 from hybrid.metrics import nse
-from hybrid.prepare import prepare
-from hybrid.runs import open_run
-from hybrid.training import train_regional
 
 
 def serial(store, cfg, gauges, in_train, n_jobs):
@@ -55,19 +51,11 @@ def fan_out(store, cfg, gauges, in_train):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--catchments", type=int, default=40)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--train-minutes", type=float, default=10)
-    parser.add_argument("--store", default="/tmp/hybrid-bench")
+    model_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nodes", type=int, default=1, choices=[1, 2])
     args = parser.parse_args()
-    caravan = require_caravan()
-    gauges = caravan_gauges(caravan, args.catchments, seed=0)
-    cfg = bench_config(caravan, gauges, args.hidden, args.train_minutes, args.store)
-    store = open_run(cfg)
-    prepare(cfg, store)
-    trained = train_regional(store, cfg, "cpu")
+    cfg, store, trained, gauges = trained_run(args)
     encoder = CatchmentEncoder(store, cfg, trained, "cpu")
     for g in gauges:
         if not store.exists(encoded_key(g)):

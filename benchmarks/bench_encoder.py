@@ -17,32 +17,23 @@ import time
 
 import numpy as np
 import torch
-from _common import bench_config, caravan_gauges, machine, require_caravan, timed
+from _common import machine, model_arguments, timed, trained_run
 
 from hybrid.decode import fit_predict
 from hybrid.encoding import encode_exact, encode_streaming, encoded_days
 from hybrid.metrics import nse
-from hybrid.prepare import load_attributes, load_catchment, prepare
-from hybrid.runs import open_run
-from hybrid.training import masked_mse, train_regional
+from hybrid.prepare import load_attributes, load_catchment
+from hybrid.training import masked_mse
 from hybrid.windows import CatchmentArrays, WindowSampler
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--catchments", type=int, default=40)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--train-minutes", type=float, default=10)
-    parser.add_argument("--store", default="/tmp/hybrid-bench")
+    model_arguments(parser)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    caravan = require_caravan()
-    gauges = caravan_gauges(caravan, args.catchments, seed=0)
-    cfg = bench_config(caravan, gauges, args.hidden, args.train_minutes, args.store)
-    store = open_run(cfg)
-    prepare(cfg, store)
-    trained = train_regional(store, cfg, "cpu")
+    cfg, store, trained, gauges = trained_run(args)
     print(machine())
     print(f"model: hidden {args.hidden}, best epoch {trained.best_epoch}, "
           f"{len(trained.history)} epochs in {sum(h['seconds'] for h in trained.history):.0f} s")
