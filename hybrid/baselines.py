@@ -1,8 +1,9 @@
 """The paper's "catchment-wise" baseline: one LSTM per catchment, trained from scratch.
 
-It is the cost the hybrid is meant to avoid, so it is optional and runs as Ray tasks on the same
-CPU nodes as the decoders. It reuses the regional training procedure with a single catchment (no
-second training loop), and its test-period predictions join the decoders' predictions files.
+It is the cost the hybrid is meant to avoid, so it is optional; ``hybrid.cluster`` runs it as Ray
+tasks on the same CPU nodes as the decoders. It reuses the regional training procedure with a
+single catchment (no second training loop), and its test-period predictions join the decoders'
+predictions files.
 """
 
 from __future__ import annotations
@@ -11,16 +12,11 @@ import time
 
 import numpy as np
 import pandas as pd
-import ray
 
-from hybrid import cluster
 from hybrid.config import Config
 from hybrid.decode import BASELINE_KEY
-from hybrid.encoding import MANIFEST as ENCODED_MANIFEST
 from hybrid.encoding import encode_catchment
 from hybrid.prepare import load_attributes, load_catchment, partition_key
-from hybrid.progress import log
-from hybrid.runs import load_run_config, record_time
 from hybrid.storage import Store
 from hybrid.training import train_lstm
 
@@ -47,35 +43,4 @@ def train_catchment_wise(store: Store, cfg: Config, gauge_id: str) -> dict:
                                 "catchment_wise": test["regional"].to_numpy(np.float32),
                                 "train_seconds": np.full(len(test), seconds, np.float32)})
     store.write_table(partition_key(BASELINE_KEY, gauge_id), predictions)
-    return {"gauge_id": gauge_id, "seconds": seconds, "node_id": cluster.node_id()
-            if ray.is_initialized() else ""}
-
-
-def _entry(store_url: str, storage_options: dict, gauge_id: str) -> dict:
-    store = Store(store_url, storage_options)
-    return train_catchment_wise(store, load_run_config(store), gauge_id)
-
-
-def run_catchment_wise(store: Store, cfg: Config) -> None:
-    gauges = store.read_json(ENCODED_MANIFEST)["catchments"]
-    limit = cfg.baselines.catchment_wise_max_basins
-    if limit is not None:
-        gauges = gauges[:limit]
-    done = set(store.partitions(BASELINE_KEY))
-    todo = [g for g in gauges if g not in done]
-    log(f"baselines: {len(todo)} catchment-wise LSTMs to train ({len(done)} done)")
-    if not todo:
-        return
-    res = cfg.resources
-    task = ray.remote(_entry).options(num_cpus=res.decoder_num_cpus, num_gpus=0,
-                                      max_retries=res.max_retries)
-    started, seconds = time.monotonic(), []
-    for gauge_id, result, error in cluster.bounded_map(
-            lambda g: task.remote(store.url, store.storage_options, g), todo,
-            cluster.default_in_flight(cfg), "catchment-wise LSTMs", len(todo)):
-        if error is not None:
-            log(f"baselines: catchment {gauge_id} failed: {type(error).__name__}: {error}")
-        else:
-            seconds.append(result["seconds"])
-    record_time(store, "catchment_wise", time.monotonic() - started, catchments=len(todo),
-                task_seconds=float(np.sum(seconds)))
+    return {"gauge_id": gauge_id, "seconds": seconds}

@@ -236,3 +236,22 @@ def decoder_task(cfg: Config):
     if res.decoder_custom_resources:
         options["resources"] = dict(res.decoder_custom_resources)
     return ray.remote(_decode_entry).options(**options)
+
+
+def _baseline_entry(store_url: str, storage_options: dict, gauge_id: str) -> dict:
+    from hybrid.baselines import train_catchment_wise
+    from hybrid.runs import load_run_config
+
+    store = Store(store_url, storage_options)
+    result = train_catchment_wise(store, load_run_config(store), gauge_id)
+    return {**result, "node_id": node_id()}
+
+
+def baseline_task(cfg: Config):
+    """Catchment-wise LSTMs share the decoders' CPU placement (they are CPU-sized models)."""
+    res = cfg.resources
+    options: dict[str, Any] = {"num_cpus": res.decoder_num_cpus, "num_gpus": 0,
+                               "max_retries": res.max_retries}
+    if res.decoder_custom_resources:
+        options["resources"] = dict(res.decoder_custom_resources)
+    return ray.remote(_baseline_entry).options(**options)

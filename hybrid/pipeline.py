@@ -13,7 +13,7 @@ import ray
 from hybrid import cluster
 from hybrid.checkpoints import FINAL
 from hybrid.config import Config
-from hybrid.decode import METRICS, failure_rows
+from hybrid.decode import BASELINE_KEY, METRICS, failure_rows
 from hybrid.encode import write_encoded_manifest
 from hybrid.encoding import MANIFEST as ENCODED_MANIFEST
 from hybrid.errors import StoreError
@@ -97,12 +97,29 @@ def stage_encode(cfg: Config, actor=None) -> dict:
 
 
 def stage_baselines(cfg: Config) -> None:
+    """The optional catchment-wise LSTMs, one Ray task per catchment."""
     if not cfg.baselines.catchment_wise:
         return
-    from hybrid.baselines import run_catchment_wise
-
     store = _start(cfg)
-    run_catchment_wise(store, cfg)
+    gauges = store.read_json(ENCODED_MANIFEST)["catchments"]
+    limit = cfg.baselines.catchment_wise_max_basins
+    gauges = gauges[:limit] if limit is not None else gauges
+    done = set(store.partitions(BASELINE_KEY))
+    todo = [g for g in gauges if g not in done]
+    log(f"baselines: {len(todo)} catchment-wise LSTMs to train ({len(done)} done)")
+    if not todo:
+        return
+    task = cluster.baseline_task(cfg)
+    started, seconds = time.monotonic(), []
+    for gauge_id, result, error in cluster.bounded_map(
+            lambda g: task.remote(store.url, store.storage_options, g), todo,
+            cluster.default_in_flight(cfg), "catchment-wise LSTMs", len(todo)):
+        if error is not None:
+            log(f"baselines: catchment {gauge_id} failed: {type(error).__name__}: {error}")
+        else:
+            seconds.append(result["seconds"])
+    record_time(store, "catchment_wise", time.monotonic() - started, catchments=len(todo),
+                task_seconds=float(sum(seconds)))
 
 
 def stage_decode(cfg: Config):
