@@ -100,7 +100,8 @@ def encoder_options(cfg: Config) -> dict[str, Any]:
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     gpus = (1.0 if cluster_gpus >= 1 else 0.0) if res.encoder_num_gpus == "auto" \
         else float(res.encoder_num_gpus)
-    if res.encoder_num_gpus == "auto" and not gpus and launchable_gpus() >= 1:
+    joined = bool(res.address or os.environ.get("RAY_ADDRESS"))  # a private local Ray never grows
+    if res.encoder_num_gpus == "auto" and not gpus and joined and launchable_gpus() >= 1:
         gpus = 1.0
         log("encoder: no GPU node is up yet but the autoscaler can add one; the encoder actor "
             "waits for it")

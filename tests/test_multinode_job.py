@@ -321,9 +321,13 @@ def test_auto_gpu_waits_for_a_gpu_node_the_launcher_can_add(ray_local, no_launch
     launcher = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
     no_launcher_config.write_text(yaml.safe_dump(launcher))
     assert hybrid_cluster.launchable_gpus() == 1.0
-    options = hybrid_cluster.encoder_options(tiny_config(str(tmp_path)))
+    # a driver on the cluster (an address), not a private local instance, which never grows
+    joined = {"address": "auto"}
+    options = hybrid_cluster.encoder_options(tiny_config(str(tmp_path), resources=joined))
     assert options == {"num_gpus": 1.0, "num_cpus": 1.0}
     assert "the autoscaler can add one" in capsys.readouterr().err
+    local = hybrid_cluster.encoder_options(tiny_config(str(tmp_path)))
+    assert local["num_gpus"] == 0.0
     # an explicit 0 still means CPU
     options = hybrid_cluster.encoder_options(
         tiny_config(str(tmp_path), resources={"encoder_num_gpus": 0}))
@@ -351,7 +355,8 @@ def test_auto_gpu_reads_the_cluster_config_an_autoscaler_reports(ray_local, no_l
     try:
         gcs.report_cluster_config(config.SerializeToString())
         assert hybrid_cluster.launchable_gpus() == 1.0
-        assert hybrid_cluster.encoder_options(tiny_config(str(tmp_path)))["num_gpus"] == 1.0
+        cfg = tiny_config(str(tmp_path), resources={"address": "auto"})
+        assert hybrid_cluster.encoder_options(cfg)["num_gpus"] == 1.0
     finally:  # the instance is shared with other tests
         gcs.report_cluster_config(autoscaler_pb2.ClusterConfig().SerializeToString())
     assert hybrid_cluster.launchable_gpus() == 0.0
