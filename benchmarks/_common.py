@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -76,14 +78,31 @@ def model_arguments(parser) -> None:
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--train-minutes", type=float, default=10)
     parser.add_argument("--store", default="/tmp/hybrid-bench")
+    parser.add_argument("--run", help="use the trained model of this existing run instead")
 
 
 def trained_run(args):
-    """(config, store, trained model, catchments) of the shared benchmark model, trained once."""
+    """(config, store, trained model, catchments) of the shared benchmark model, trained once.
+
+    With ``--run`` the model of an existing run is used instead (e.g. the 421-catchment one) and
+    ``--catchments`` of its catchments are drawn by seed.
+    """
     from hybrid.prepare import prepare
     from hybrid.runs import open_run
     from hybrid.training import train_regional
 
+    if getattr(args, "run", None):
+        from hybrid.checkpoints import load_trained
+        from hybrid.runs import load_run_config
+        from hybrid.storage import open_store
+
+        store = open_store(args.run)
+        cfg = load_run_config(store)
+        trained = load_trained(store)
+        everything = sorted(store.read_json("catchments/_manifest.json")["catchments"])
+        idx = np.sort(np.random.default_rng(0).choice(len(everything), args.catchments,
+                                                       replace=False))
+        return cfg, store, trained, [everything[i] for i in idx]
     caravan = require_caravan()
     gauges = caravan_gauges(caravan, args.catchments, seed=0)
     cfg = bench_config(caravan, gauges, args.hidden, args.train_minutes, args.store)

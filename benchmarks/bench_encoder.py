@@ -23,7 +23,7 @@ from hybrid.decode import fit_predict
 from hybrid.encoding import encode_exact, encode_streaming, encoded_days
 from hybrid.metrics import nse
 from hybrid.prepare import load_attributes, load_catchment
-from hybrid.training import masked_mse
+from hybrid.training import hparams, masked_mse
 from hybrid.windows import CatchmentArrays, WindowSampler
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg, store, trained, gauges = trained_run(args)
     print(machine())
-    print(f"model: hidden {args.hidden}, best epoch {trained.best_epoch}, "
+    print(f"model: hidden {trained.hidden_size}, best epoch {trained.best_epoch}, "
           f"{len(trained.history)} epochs in {sum(h['seconds'] for h in trained.history):.0f} s")
 
     attributes = load_attributes(store)
@@ -44,11 +44,9 @@ def main() -> None:
                                        trained.scaler) for g in gauges}
 
     # --- training throughput on fixed batches (a fresh copy of the model, same settings)
-    sampler = WindowSampler([arrays[g] for g in trained.split["train"]], 365, 1,
+    sampler = WindowSampler([arrays[g] for g in gauges if g in trained.split["train"]], 365, 1,
                             cfg.train_start_date, cfg.train_end_date)
-    model = type(trained.model).from_hparams({
-        "n_dynamic": 3, "n_static": len(cfg.static_attributes), "hidden_size": args.hidden,
-        "num_layers": 1, "output_dropout": 0.4, "initial_forget_bias": 3.0})
+    model = type(trained.model).from_hparams(hparams(cfg, trained.scaler))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
     batches = [rng.choice(len(sampler), 128, replace=False) for _ in range(20)]
