@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -30,6 +31,8 @@ from hybrid.decode import decode_catchment, fit_predict
 from hybrid.encode import CatchmentEncoder
 from hybrid.encoding import encoded_key
 from hybrid.metrics import nse
+from hybrid.prepare import ATTRIBUTES
+from hybrid.storage import open_store
 
 
 def serial(store, cfg, gauges, in_train, n_jobs):
@@ -56,6 +59,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1, choices=[1, 2])
     args = parser.parse_args()
     cfg, store, trained, gauges = trained_run(args)
+    if args.run:  # never overwrite the run's own outputs: decode a scratch copy
+        scratch = open_store(tempfile.mkdtemp())
+        keys = ["config.yml", "checkpoints/split.json", ATTRIBUTES]
+        for key in keys + [encoded_key(g) for g in gauges]:
+            scratch.write_bytes(key, store.read_bytes(key))
+        store = scratch
     encoder = CatchmentEncoder(store, cfg, trained, "cpu")
     for g in gauges:
         if not store.exists(encoded_key(g)):
