@@ -13,8 +13,9 @@ zero state after any gap in the inputs, so a NaN never leaks into later states.
 
 Output schema of ``encoded/gauge_id=<id>/part-0.parquet``:
 ``date`` (timestamp), ``split`` (train / validation / test), ``observed`` (target in its own units,
-NaN where unobserved), ``regional`` (the LSTM head's prediction, same units), ``h_0`` ..
-``h_{H-1}`` (float32 hidden state of the last LSTM layer).
+NaN where unobserved), ``regional`` (the LSTM head's prediction from exact windows, same units;
+with the streaming encoder only on test days, NaN elsewhere), ``h_0`` .. ``h_{H-1}`` (float32
+hidden state of the last LSTM layer, from the configured encoder).
 """
 
 from __future__ import annotations
@@ -116,9 +117,15 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
     options = {"batch_size": cfg.encode_batch_size} if method == "exact" else {}
     hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device,
                               **options)
+    # The regional baseline is scored as it was trained: from exact windows. With streaming
+    # features that costs an exact pass over the test days only (where it is scored).
+    scored = np.ones(len(days), bool) if method == "exact" else labels == "test"
+    exact = hidden[scored] if method == "exact" else encode_exact(
+        trained.model, arrays, days[scored], cfg.seq_length, cfg.encode_batch_size, device)
+    regional = np.full(len(days), np.nan)
     with torch.no_grad():
-        head = trained.model.predict_hidden(torch.from_numpy(hidden).to(device))
-    regional = trained.scaler.denormalise(head[:, 0].cpu().numpy())
+        head = trained.model.predict_hidden(torch.from_numpy(exact).to(device))
+    regional[scored] = trained.scaler.denormalise(head[:, 0].cpu().numpy())
     observed = frame[cfg.target].to_numpy(np.float64)[days]
     columns = {
         "date": pa.array(arrays.dates[days].values.astype("datetime64[ms]")),

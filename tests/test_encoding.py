@@ -179,10 +179,16 @@ def test_encoded_partition_schema_and_values(run, encoder: str) -> None:
     days = arrays.dates.get_indexer(dates)
     method = encode_exact if encoder == "exact" else encode_streaming
     np.testing.assert_array_equal(hidden, method(trained.model, arrays, days, SEQ))
+    # the regional baseline always comes from exact windows; with streaming features it is
+    # computed on the test days (where it is scored) and NaN elsewhere
+    scored = np.ones(len(df), bool) if encoder == "exact" else (df["split"] == "test").to_numpy()
+    exact = encode_exact(trained.model, arrays, days[scored], SEQ)
     with torch.no_grad():
-        head = trained.model.head(torch.from_numpy(hidden))[:, 0].numpy().astype(np.float64)
+        head = trained.model.head(torch.from_numpy(exact))[:, 0].numpy().astype(np.float64)
     regional = head * trained.scaler.target_std + trained.scaler.target_mean
-    np.testing.assert_allclose(df["regional"].to_numpy(), regional, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(df["regional"].to_numpy()[scored], regional, rtol=1e-5,
+                               atol=1e-5)
+    assert np.isnan(df["regional"].to_numpy()[~scored]).all()
     # the check above tells de-normalised values from z-scores only if the statistics do
     assert trained.scaler.target_std != pytest.approx(1.0)
     assert trained.scaler.target_mean != pytest.approx(0.0)
