@@ -34,12 +34,11 @@ class CatchmentEncoder:
                 "seconds": time.monotonic() - started}
 
 
-def write_encoded_manifest(store: Store, cfg: Config, trained: TrainedModel,
-                           results: list[dict]) -> dict:
+def write_encoded_manifest(store: Store, cfg: Config, results: list[dict]) -> dict:
     manifest = {
         "stage": "encoded",
         "encoder": cfg.encoder,
-        "hidden_size": trained.hidden_size,
+        "hidden_size": cfg.hidden_size,  # the run's config fixed the checkpoint's size
         "catchments": sorted(r["gauge_id"] for r in results if r["status"] == "done"),
         "skipped": {r["gauge_id"]: r["reason"] for r in results if r["status"] == "skipped"},
         "schema": "date, split, observed, regional, h_0..h_{H-1} (float32)",

@@ -88,9 +88,7 @@ def stage_encode(cfg: Config, actor=None) -> dict:
         results.append(result)
         if result["status"] == "skipped":
             log(f"encode: skipping {result['reason']}")
-    from hybrid.checkpoints import load_trained
-
-    manifest = write_encoded_manifest(store, cfg, load_trained(store), results)
+    manifest = write_encoded_manifest(store, cfg, results)
     record_time(store, "encode", time.monotonic() - started, catchments=len(todo),
                  node_ids=sorted(nodes))
     return manifest

@@ -55,7 +55,7 @@ def run(tmp_path_factory):
     gauges = sorted(store.read_json("catchments/_manifest.json")["catchments"])
     results = [encoder(g) for g in gauges]
     assert all(r["status"] == "done" for r in results)
-    write_encoded_manifest(store, cfg, trained, results)
+    write_encoded_manifest(store, cfg, results)
     return store, cfg, store.read_json(ckpt.SPLIT)
 
 

@@ -193,7 +193,7 @@ def test_encoded_partition_schema_and_values(run, encoder: str) -> None:
     assert trained.scaler.target_std != pytest.approx(1.0)
     assert trained.scaler.target_mean != pytest.approx(0.0)
 
-    manifest = write_encoded_manifest(store, cfg, trained, [result])
+    manifest = write_encoded_manifest(store, cfg, [result])
     assert store.read_json(MANIFEST) == manifest
     assert manifest["catchments"] == [GAUGE] and manifest["hidden_size"] == HIDDEN
 
@@ -249,7 +249,7 @@ def test_catchment_without_a_valid_window_is_skipped(run) -> None:
         store.delete("catchments/gauge_id=synthetic_bad", recursive=True)
     assert result["status"] == "skipped" and "synthetic_bad" in result["reason"]
     assert not store.exists(encoded_key("synthetic_bad"))
-    manifest = write_encoded_manifest(store, cfg, trained, [result])
+    manifest = write_encoded_manifest(store, cfg, [result])
     assert manifest["catchments"] == [] and "synthetic_bad" in manifest["skipped"]
 
 
