@@ -7,8 +7,10 @@ no work, one GPU node for the encoder actor, many CPU (spot) nodes for the decod
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,8 +21,22 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = REPO / "ray_cluster.yaml"
 RAYJOB_YAML = REPO / "infra" / "kuberay-rayjob.yaml"
+DOCKERFILE = REPO / "infra" / "Dockerfile"
+DOCKERIGNORE = REPO / "infra" / "Dockerfile.dockerignore"
+CONSTRAINTS = REPO / "infra" / "constraints.txt"
 LOCAL_SCRIPTS = sorted((REPO / "infra" / "local").glob("*.sh"))
 RAY_VERSION = "2.60.0"
+
+
+def _pins() -> dict[str, str]:
+    """infra/constraints.txt as {normalized name: version}."""
+    pins = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
 
 
 # ------------------------------------------------------------------ ray_cluster.yaml
@@ -199,6 +215,75 @@ def test_rayjob_config_map_holds_a_valid_s3_run_config(rayjob, k8s_docs, tmp_pat
     path.write_text(config_map["data"]["run.yml"])
     cfg = config.load_config(path)
     assert cfg.resources.encoder_num_gpus == 1  # the GPU group starts at zero pods
+
+
+# ------------------------------------------------------------------ infra/Dockerfile
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, args = line.partition(" ")
+            instructions.append((keyword.upper(), " ".join(args.split())))
+    return instructions
+
+
+def _copy_sources(args: str) -> list[str]:
+    return [a for a in args.split() if not a.startswith("--")][:-1]
+
+
+def test_dockerfile_installs_dependencies_before_copying_the_code():
+    """Editing the code must not invalidate the dependency layer."""
+    steps = _dockerfile_instructions()
+    final = max(i for i, (kw, _) in enumerate(steps) if kw == "FROM")
+    steps = steps[final:]
+    copies = [(i, _copy_sources(args)) for i, (kw, args) in enumerate(steps) if kw == "COPY"]
+    (code_at,) = [i for i, sources in copies if sources == ["."]]
+    inputs_at = {s: i for i, sources in copies for s in sources if s != "."}
+    assert set(inputs_at) == {"pyproject.toml", "infra/constraints.txt"}
+    runs = [(i, args) for i, (kw, args) in enumerate(steps) if kw == "RUN"]
+    (deps_at,) = [i for i, args in runs if "-c infra/constraints.txt" in args]
+    assert max(inputs_at.values()) < deps_at < code_at
+    (package_at,) = [i for i, args in runs if i > code_at]
+    assert "--no-deps" in steps[package_at][1]
+
+
+def test_dockerfile_has_a_cpu_and_a_gpu_variant():
+    text = DOCKERFILE.read_text()
+    steps = _dockerfile_instructions()
+    args = dict(a.partition("=")[::2] for kw, a in steps if kw == "ARG" and "=" in a)
+    assert args["RAY_VERSION"] == RAY_VERSION
+    assert args["TORCH_VERSION"] == _pins()["torch"]
+    froms = [a for kw, a in steps if kw == "FROM"]
+    assert "rayproject/ray:${RAY_VERSION}-py311-cpu AS base-cpu" in froms
+    assert "rayproject/ray:${RAY_VERSION}-py311-gpu AS base-gpu" in froms
+    assert froms[-1] == "base-${VARIANT}" and args["VARIANT"] in ("cpu", "gpu")
+    assert "download.pytorch.org/whl/cpu" in text
+    assert re.search(r"download\.pytorch\.org/whl/cu\d+", text)
+
+
+def test_dockerignore_keeps_the_dependency_inputs():
+    patterns = [p.strip() for p in DOCKERIGNORE.read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+    assert ".git" in patterns and "runs" in patterns
+    for needed in ("pyproject.toml", "infra/constraints.txt", "hybrid/__init__.py"):
+        assert not any(fnmatch.fnmatch(needed, p) for p in patterns), needed
+
+
+def test_constraints_pin_every_runtime_dependency():
+    tomllib = pytest.importorskip("tomllib")
+    pins = _pins()
+    assert all(re.fullmatch(r"[\w.+!]+", v) for v in pins.values()), pins
+    with (REPO / "pyproject.toml").open("rb") as f:
+        dependencies = tomllib.load(f)["project"]["dependencies"]
+    for requirement in dependencies:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)
+        assert re.sub(r"[-_.]+", "-", name).lower() in pins, requirement
+    assert pins["ray"] == RAY_VERSION
+    for name in ("botocore", "aiobotocore", "boto3"):  # the S3 stack moves as one
+        assert name in pins, name
 
 
 # ------------------------------------------------------------------ infra/local/*.sh
