@@ -7,6 +7,7 @@ no work, one GPU node for the encoder actor, many CPU (spot) nodes for the decod
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import os
@@ -24,6 +25,8 @@ RAYJOB_YAML = REPO / "infra" / "kuberay-rayjob.yaml"
 DOCKERFILE = REPO / "infra" / "Dockerfile"
 DOCKERIGNORE = REPO / "infra" / "Dockerfile.dockerignore"
 CONSTRAINTS = REPO / "infra" / "constraints.txt"
+HEAD_POLICY = REPO / "infra" / "aws-head-policy.json"
+WORKER_POLICY = REPO / "infra" / "aws-worker-policy.json"
 LOCAL_SCRIPTS = sorted((REPO / "infra" / "local").glob("*.sh"))
 RAY_VERSION = "2.60.0"
 
@@ -54,6 +57,13 @@ def ray_schema() -> dict:
     return json.loads(path.read_text())
 
 
+@pytest.fixture(scope="module")
+def launcher(cluster):
+    """The config as the head's autoscaler (v2, Ray's default) reads it, per node type."""
+    config = pytest.importorskip("ray.autoscaler.v2.instance_manager.config")
+    return config.AutoscalingConfig(copy.deepcopy(cluster), skip_content_hash=True)
+
+
 def test_cluster_yaml_matches_rays_schema(cluster, ray_schema):
     jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
     jsonschema.validate(cluster, ray_schema)
@@ -62,7 +72,7 @@ def test_cluster_yaml_matches_rays_schema(cluster, ray_schema):
 def test_cluster_yaml_passes_rays_own_validation(cluster):
     """What ``ray up`` does before launching anything: fill defaults, then validate."""
     util = pytest.importorskip("ray.autoscaler._private.util")
-    filled = util.prepare_config(json.loads(json.dumps(cluster)))
+    filled = util.prepare_config(copy.deepcopy(cluster))
     util.validate_config(filled)
     assert filled["head_node_type"] in filled["available_node_types"]
 
@@ -71,18 +81,30 @@ def _node_types(cluster: dict) -> dict:
     return cluster["available_node_types"]
 
 
+def _head(cluster: dict) -> dict:
+    return _node_types(cluster)[cluster["head_node_type"]]
+
+
 def _workers(cluster: dict) -> dict:
     return {k: v for k, v in _node_types(cluster).items() if k != cluster["head_node_type"]}
 
 
+def _gpu_types(cluster: dict) -> dict:
+    return {k: v for k, v in _workers(cluster).items() if v["resources"].get("GPU", 0) > 0}
+
+
+def _cpu_types(cluster: dict) -> dict:
+    return {k: v for k, v in _workers(cluster).items() if not v["resources"].get("GPU")}
+
+
 def test_head_runs_no_work(cluster):
-    head = _node_types(cluster)[cluster["head_node_type"]]
+    head = _head(cluster)
     assert head["resources"].get("CPU") == 0
     assert not head["resources"].get("GPU")
 
 
 def test_one_gpu_worker_type_for_the_encoder(cluster):
-    gpu_types = {k: v for k, v in _workers(cluster).items() if v["resources"].get("GPU", 0) > 0}
+    gpu_types = _gpu_types(cluster)
     assert len(gpu_types) == 1, gpu_types
     (gpu,) = gpu_types.values()
     assert gpu["resources"]["GPU"] >= 1
@@ -90,14 +112,22 @@ def test_one_gpu_worker_type_for_the_encoder(cluster):
     assert gpu["max_workers"] == 1
 
 
-def test_cpu_worker_type_for_the_decoders_on_spot(cluster):
-    cpu_types = {k: v for k, v in _workers(cluster).items() if not v["resources"].get("GPU")}
-    assert len(cpu_types) == 1, cpu_types
-    (cpu,) = cpu_types.values()
-    assert cpu["resources"]["CPU"] >= 1
-    assert cpu.get("min_workers", 0) == 0
-    assert cpu["max_workers"] >= 10
-    assert cpu["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot"
+def test_cpu_worker_types_for_the_decoders_on_spot(cluster):
+    """Several spot instance types of one shape, so that a type without capacity costs only its
+    share of the nodes (the AWS provider takes one InstanceType per node type)."""
+    cpu_types = _cpu_types(cluster)
+    assert len(cpu_types) >= 3, cpu_types
+    instance_types = [t["node_config"]["InstanceType"] for t in cpu_types.values()]
+    assert len(set(instance_types)) == len(instance_types), instance_types
+    shapes = {json.dumps(t["resources"], sort_keys=True) for t in cpu_types.values()}
+    assert len(shapes) == 1, "same resources, so the autoscaler can use them interchangeably"
+    priorities = [t.get("priority", 0) for t in cpu_types.values()]
+    assert len(set(priorities)) == len(priorities), "an explicit order, not the file's"
+    for name, node_type in cpu_types.items():
+        assert node_type["resources"]["CPU"] >= 1, name
+        assert node_type.get("min_workers", 0) == 0, name
+        assert node_type["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot", name
+    assert sum(t["max_workers"] for t in cpu_types.values()) >= 40
 
 
 def test_cluster_limits_add_up(cluster):
@@ -107,15 +137,104 @@ def test_cluster_limits_add_up(cluster):
     assert cluster["idle_timeout_minutes"] > 0
 
 
+def test_every_node_type_pins_its_ami(cluster):
+    """Without ImageId Ray falls back to an Ubuntu 18.04 Deep Learning AMI (CUDA 11)."""
+    amis = {name: t["node_config"].get("ImageId", "") for name, t in _node_types(cluster).items()}
+    for name, ami in amis.items():
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}", ami), (name, ami)
+    (gpu_name,) = _gpu_types(cluster)
+    cpu_amis = {ami for name, ami in amis.items() if name != gpu_name}
+    assert len(cpu_amis) == 1 and amis[gpu_name] not in cpu_amis
+    text = CLUSTER_YAML.read_text()
+    ami_lines = [line for line in text.splitlines() if re.search(r"ImageId: &", line)]
+    assert len(ami_lines) == 2 and all("CHANGE" in line for line in ami_lines), ami_lines
+    # how to find the current ids for a region (AWS's public SSM parameters)
+    assert "/aws/service/canonical/ubuntu/server/22.04/stable/current/amd64/" in text
+    assert "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/" in text
+    # the plain Ubuntu AMI has no Docker: the launcher's host-side commands must bring it
+    init = "\n".join(cluster["initialization_commands"])
+    assert "command -v docker" in init and "docker.io" in init
+
+
+def _profile_arn(node_type: dict) -> str:
+    return node_type["node_config"]["IamInstanceProfile"]["Arn"]
+
+
 def test_workers_can_reach_s3(cluster):
     """Ray gives only the head an instance profile by default; decoder tasks read/write S3."""
+    head_profile = _profile_arn(_head(cluster))
     for name, node_type in _workers(cluster).items():
-        assert "IamInstanceProfile" in node_type["node_config"], name
+        assert _profile_arn(node_type) != head_profile, name
 
 
-def test_cluster_image_is_pinned_to_the_tested_ray(cluster):
-    image = cluster["docker"]["image"]
-    assert image.startswith(f"rayproject/ray:{RAY_VERSION}-py311-"), image
+def _statements(policy: dict, action: str) -> list[dict]:
+    def actions(statement):
+        value = statement["Action"]
+        return [value] if isinstance(value, str) else value
+
+    return [s for s in policy["Statement"] if s["Effect"] == "Allow" and action in actions(s)]
+
+
+def test_head_has_its_own_profile_that_may_pass_the_worker_role(cluster):
+    """Ray's default head role ("ray-autoscaler-v1": EC2 + S3 full access) lacks iam:PassRole,
+    so it cannot launch a worker that carries an instance profile."""
+    head_profile = _profile_arn(_head(cluster))
+    assert "ray-autoscaler" not in head_profile
+    (worker_profile,) = {_profile_arn(t) for t in _workers(cluster).values()}
+    # role and instance profile share their name (infra/README.md creates them so)
+    account, name = re.fullmatch(
+        r"arn:aws:iam::(\d{12}):instance-profile/([\w+=,.@-]+)", worker_profile).groups()
+    worker_role = f"arn:aws:iam::{account}:role/{name}"
+
+    policy = json.loads(HEAD_POLICY.read_text())
+    (pass_role,) = _statements(policy, "iam:PassRole")
+    assert pass_role["Resource"] == worker_role
+    assert pass_role["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
+    for action in ("ec2:RunInstances", "ec2:DescribeInstances", "ec2:TerminateInstances",
+                   "ec2:CreateTags"):
+        assert _statements(policy, action), action
+    # terminating is limited to this cluster's instances, by the tag Ray puts on them
+    (terminate,) = _statements(policy, "ec2:TerminateInstances")
+    tags = terminate["Condition"]["StringEquals"]
+    assert tags["aws:ResourceTag/ray-cluster-name"] == cluster["cluster_name"]
+    # the driver runs on the head and the decoders on the workers: both reach the run store
+    for path in (HEAD_POLICY, WORKER_POLICY):
+        assert _statements(json.loads(path.read_text()), "s3:PutObject"), path.name
+    assert "aws-head-policy.json" in CLUSTER_YAML.read_text()
+
+
+def test_each_node_type_runs_the_image_of_its_kind(cluster, launcher):
+    gpu_types = _gpu_types(cluster)
+    for name in _node_types(cluster):
+        image = launcher.get_docker_config(name)["image"]
+        assert image.startswith(f"rayproject/ray:{RAY_VERSION}-py311-"), (name, image)
+        kind = "gpu" if name in gpu_types else "cpu"
+        assert image.endswith(f"-{kind}"), (name, image)
+
+
+def _setup_commands(cluster: dict, launcher, name: str) -> list[str]:
+    if name == cluster["head_node_type"]:
+        return launcher.get_head_setup_commands()
+    return launcher.get_worker_setup_commands(name)
+
+
+def test_each_node_type_installs_its_torch_then_the_package(cluster, launcher):
+    gpu_types = _gpu_types(cluster)
+    torch_pin = _pins()["torch"]
+    for name in _node_types(cluster):
+        commands = _setup_commands(cluster, launcher, name)
+        (torch_at,) = [i for i, c in enumerate(commands) if "torch==" in c]
+        (package_at,) = [i for i, c in enumerate(commands) if c.endswith(" /home/ray/hybrid")]
+        assert torch_at < package_at, f"{name}: pip would otherwise pull the CUDA torch from PyPI"
+        torch_command = commands[torch_at]
+        assert f'"torch=={torch_pin}"' in torch_command, name
+        index = re.search(r"download\.pytorch\.org/whl/(\w+)", torch_command).group(1)
+        if name in gpu_types:
+            assert re.fullmatch(r"cu\d+", index), (name, index)
+        else:
+            assert index == "cpu", (name, index)
+        assert "-c /home/ray/hybrid/infra/constraints.txt" in commands[package_at], name
+    assert "/home/ray/hybrid" in cluster["file_mounts"]
 
 
 def test_cluster_uses_token_authentication(cluster):
@@ -123,12 +242,6 @@ def test_cluster_uses_token_authentication(cluster):
     assert "RAY_AUTH_MODE=token" in env
     token_path = env.split("RAY_AUTH_TOKEN_PATH=")[1].split()[0]
     assert token_path in cluster["file_mounts"], "the token file must be shipped to every node"
-
-
-def test_cluster_installs_torch_and_the_package(cluster):
-    setup = "\n".join(cluster["setup_commands"])
-    assert "torch==" in setup
-    assert "/home/ray/hybrid" in setup and "/home/ray/hybrid" in cluster["file_mounts"]
 
 
 # ------------------------------------------------------------------ infra/kuberay-rayjob.yaml
