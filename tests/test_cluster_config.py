@@ -1,8 +1,10 @@
-"""The deployment files: the cluster launcher config, the KubeRay RayJob, the local scripts.
+"""The deployment files: the cluster launcher config, the KubeRay RayJob, the image, the scripts.
 
-Nothing here starts a cluster; the files are checked against the schema Ray itself ships (the
-one ``ray up`` validates with) and against the shape the pipeline relies on: a head that runs
-no work, one GPU node for the encoder actor, many CPU (spot) nodes for the decoder tasks.
+Nothing here starts a cluster or builds an image; the files are checked against the schemas the
+tools themselves apply (the launcher schema shipped with Ray, Ray's own config preparation, the
+RayJob CRD of KubeRay) and against the shape the pipeline relies on: a head that runs no work, one
+GPU node for the encoder actor, many CPU (spot) nodes for the decoder tasks, each on an image and
+a torch build of its own kind.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ HEAD_POLICY = REPO / "infra" / "aws-head-policy.json"
 WORKER_POLICY = REPO / "infra" / "aws-worker-policy.json"
 LOCAL_SCRIPTS = sorted((REPO / "infra" / "local").glob("*.sh"))
 RAY_VERSION = "2.60.0"
+CRD_NAME = "ray.io_rayjobs.yaml"
 
 
 def _pins() -> dict[str, str]:
@@ -254,10 +257,22 @@ def _kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d.get("kind") == kind]
 
 
+def _by_name(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in _kind(docs, kind)}
+
+
 @pytest.fixture(scope="module")
 def rayjob(k8s_docs) -> dict:
     (job,) = _kind(k8s_docs, "RayJob")
     return job
+
+
+def _groups(rayjob: dict) -> dict[str, dict]:
+    """Head and worker groups by name ("head" for the head group)."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    groups = {"head": cluster["headGroupSpec"]}
+    groups.update({g["groupName"]: g for g in cluster["workerGroupSpecs"]})
+    return groups
 
 
 def _container(group: dict) -> dict:
@@ -272,7 +287,7 @@ def _gpus(group: dict) -> int:
 
 def test_every_manifest_has_the_kubernetes_basics(k8s_docs):
     kinds = sorted(d["kind"] for d in k8s_docs)
-    assert kinds == ["ConfigMap", "RayJob", "Secret"]
+    assert kinds == ["ConfigMap", "ConfigMap", "RayJob"]
     for doc in k8s_docs:
         assert doc["apiVersion"] and doc["metadata"]["name"]
 
@@ -284,6 +299,8 @@ def test_rayjob_runs_the_pipeline_and_cleans_up(rayjob):
     assert "hybrid.cli run" in spec["entrypoint"] or "run_pipeline.py" in spec["entrypoint"]
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["rayClusterSpec"]["rayVersion"] == RAY_VERSION
+    # an unschedulable pod fails the job early instead of after activeDeadlineSeconds
+    assert 1 <= spec["preRunningDeadlineSeconds"] < spec["activeDeadlineSeconds"]
 
 
 def test_rayjob_head_and_worker_groups(rayjob):
@@ -298,28 +315,30 @@ def test_rayjob_head_and_worker_groups(rayjob):
     assert len(gpu) == 1 and len(cpu) == 1
     (gpu,), (cpu,) = gpu, cpu
     assert (gpu["minReplicas"], gpu["maxReplicas"]) == (0, 1)
+    # the GPU pod starts with the cluster, so preRunningDeadlineSeconds covers its scheduling
+    assert gpu["replicas"] == 1
     assert cpu["minReplicas"] == 0 and cpu["maxReplicas"] >= 10
     for group in groups:
         assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
         assert "rayStartParams" in group
 
 
-def test_rayjob_token_auth_comes_from_a_secret(rayjob, k8s_docs):
+def test_rayjob_token_secret_is_documented_not_shipped(rayjob, k8s_docs):
+    """A Secret in the file would put a token in git and overwrite the real one on apply."""
     auth = rayjob["spec"]["rayClusterSpec"]["authOptions"]
     assert auth["mode"] == "token"
-    secrets = {s["metadata"]["name"]: s for s in _kind(k8s_docs, "Secret")}
-    assert auth["secretName"] in secrets
-    assert "auth_token" in secrets[auth["secretName"]]["stringData"]  # KubeRay's key name
+    assert not _kind(k8s_docs, "Secret")
+    command = f"kubectl create secret generic {auth['secretName']} --from-literal=auth_token="
+    assert command in RAYJOB_YAML.read_text()  # auth_token: KubeRay's key name
 
 
 def test_rayjob_config_map_holds_a_valid_s3_run_config(rayjob, k8s_docs, tmp_path):
-    (config_map,) = _kind(k8s_docs, "ConfigMap")
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     mounts = {m["name"]: m["mountPath"] for m in head["containers"][0]["volumeMounts"]}
-    volumes = {v["name"]: v for v in head["volumes"]}
-    (name,) = [n for n, v in volumes.items()
-               if v.get("configMap", {}).get("name") == config_map["metadata"]["name"]]
-    assert mounts[name] == "/config" and "run.yml" in config_map["data"]
+    config_maps = _by_name(k8s_docs, "ConfigMap")
+    (volume,) = [v for v in head["volumes"] if v.get("configMap", {}).get("name") in config_maps]
+    config_map = config_maps[volume["configMap"]["name"]]
+    assert mounts[volume["name"]] == "/config" and "run.yml" in config_map["data"]
     run = yaml.safe_load(config_map["data"]["run.yml"])
     assert run["store"].startswith("s3://")
     # the package's own loader accepts it (every key known, every value the right type)
@@ -327,7 +346,164 @@ def test_rayjob_config_map_holds_a_valid_s3_run_config(rayjob, k8s_docs, tmp_pat
     path = tmp_path / "run.yml"
     path.write_text(config_map["data"]["run.yml"])
     cfg = config.load_config(path)
-    assert cfg.resources.encoder_num_gpus == 1  # the GPU group starts at zero pods
+    assert cfg.resources.encoder_num_gpus == 1  # the autoscaler may remove the GPU pod
+
+
+def test_rayjob_pods_get_the_region_and_an_optional_s3_endpoint(rayjob, k8s_docs):
+    config_maps = _by_name(k8s_docs, "ConfigMap")
+    for name, group in _groups(rayjob).items():
+        refs = [e["configMapRef"]["name"] for e in _container(group).get("envFrom", [])
+                if "configMapRef" in e]
+        env = {}
+        for ref in refs:
+            env.update(config_maps[ref]["data"])
+        # botocore (s3fs) reads AWS_DEFAULT_REGION, pyarrow's AWS SDK reads AWS_REGION
+        assert env.get("AWS_REGION") and env["AWS_REGION"] == env.get("AWS_DEFAULT_REGION"), name
+        # an empty endpoint would be worse than none: it is left out unless a store needs it
+        assert env.get("AWS_ENDPOINT_URL", "unset"), name
+    assert re.search(r"^\s*# AWS_ENDPOINT_URL: \S+", RAYJOB_YAML.read_text(), re.MULTILINE)
+
+
+# Allocatable capacity of the node types the manifest is sized for, by EKS's kubelet defaults:
+# (vCPU, memory GiB, max pods by ENI limit).
+NODES = {"head": ("m5.xlarge", 4, 16, 58), "gpu": ("g5.xlarge", 4, 16, 58),
+         "cpu": ("c7i.4xlarge", 16, 32, 234)}
+DAEMONSETS = (0.3, 0.5 * 2**30)  # CPU, bytes kept free for kube-proxy, aws-node, CSI, ...
+SUBMITTER = (0.5, 200 * 2**20)  # KubeRay's default request for the K8sJobMode submitter pod
+
+
+def _cpu(quantity) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _bytes(quantity) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]i)?", str(quantity))
+    return float(match.group(1)) * units.get(match.group(2), 1)
+
+
+def _allocatable(vcpus: int, gib: int, max_pods: int) -> tuple[float, float]:
+    reserved_cpu = 0.06 + 0.01 + 0.005 * 2 + 0.0025 * (vcpus - 4)
+    capacity = gib * 2**30 * 0.925  # what the OS leaves the kubelet (Karpenter's estimate)
+    reserved_memory = (255 + 11 * max_pods + 100) * 2**20  # kube-reserved + eviction
+    return vcpus - reserved_cpu, capacity - reserved_memory
+
+
+@pytest.mark.parametrize("group_name", sorted(NODES))
+def test_rayjob_requests_fit_their_nodes(rayjob, group_name):
+    instance_type, vcpus, gib, max_pods = NODES[group_name]
+    assert instance_type in RAYJOB_YAML.read_text()
+    resources = _container(_groups(rayjob)[group_name])["resources"]
+    cpu = _cpu(resources["requests"]["cpu"]) + DAEMONSETS[0]
+    memory = _bytes(resources["requests"]["memory"]) + DAEMONSETS[1]
+    if group_name == "head":  # the autoscaler sidecar, and the submitter if it lands here
+        sidecar = rayjob["spec"]["rayClusterSpec"]["autoscalerOptions"]["resources"]["requests"]
+        cpu += _cpu(sidecar["cpu"]) + SUBMITTER[0]
+        memory += _bytes(sidecar["memory"]) + SUBMITTER[1]
+    allocatable_cpu, allocatable_memory = _allocatable(vcpus, gib, max_pods)
+    assert cpu <= allocatable_cpu, (group_name, cpu, allocatable_cpu)
+    assert memory <= allocatable_memory, (group_name, memory / 2**30, allocatable_memory / 2**30)
+    # Ray counts whole CPUs from the limit
+    assert float(_cpu(resources["limits"]["cpu"])).is_integer()
+
+
+# RayJob CRD: see tests/data/README.md for the file, its origin and why it is looked up here.
+def _crd_path() -> Path | None:
+    shared = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+    candidates = [os.environ.get("HYBRID_KUBERAY_CRD"), REPO / "tests" / "data" / CRD_NAME,
+                  shared / "kuberay" / CRD_NAME]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def kubernetes_schema(node):
+    """An openAPI schema of a CRD as JSON Schema, with the API server's unknown-field check.
+
+    int-or-string becomes anyOf [integer, string] (quantities like 4 and "14Gi"), nullable adds
+    null, and objects that list their properties refuse others, as `kubectl apply` does.
+    """
+    if isinstance(node, list):
+        return [kubernetes_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: kubernetes_schema(v) for k, v in node.items()}
+    if node.get("x-kubernetes-int-or-string") and "anyOf" not in node and "type" not in node:
+        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if node.get("nullable") and isinstance(node.get("type"), str):
+        node["type"] = [node["type"], "null"]
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        node["additionalProperties"] = False
+    return node
+
+
+@pytest.fixture(scope="module")
+def rayjob_validator():
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
+    path = _crd_path()
+    if path is None:
+        pytest.skip(f"KubeRay's RayJob CRD ({CRD_NAME}) not found: set HYBRID_KUBERAY_CRD, or see "
+                    "tests/data/README.md for where to put it")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load(path.read_text(), Loader=loader)
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return jsonschema.Draft7Validator(kubernetes_schema(v1["schema"]["openAPIV3Schema"]))
+
+
+def test_kubernetes_schema_reads_int_or_string_and_unknown_fields():
+    """The pre-pass alone, on a schema of the same form (runs without the CRD)."""
+    jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
+    quantity = {"x-kubernetes-int-or-string": True}
+    schema = kubernetes_schema({"type": "object", "properties": {
+        "limits": {"type": "object", "additionalProperties": quantity},
+        "labels": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                   "properties": {"app": {"type": "string"}}},
+        "note": {"type": "string", "nullable": True}}})
+    validator = jsonschema.Draft7Validator(schema)
+    good = {"limits": {"cpu": 4, "memory": "14Gi"}, "labels": {"app": "x", "team": "y"},
+            "note": None}
+    assert not list(validator.iter_errors(good))
+    for bad in ({"limits": {"cpu": [4]}}, {"limit": {}}, {"note": 3}):
+        assert list(validator.iter_errors(bad)), bad
+
+
+def test_rayjob_matches_the_kuberay_crd(rayjob, rayjob_validator):
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in rayjob_validator.iter_errors(rayjob)]
+    assert not errors, "\n".join(errors)
+
+
+def _break_rayjob(rayjob: dict, how: str) -> dict:
+    job = copy.deepcopy(rayjob)
+    spec = job["spec"]
+    worker = _container(spec["rayClusterSpec"]["workerGroupSpecs"][0])
+    if how == "misspelt spec field":
+        spec["preRunningDeadlineSecond"] = spec.pop("preRunningDeadlineSeconds")
+    elif how == "misspelt container field":
+        worker["resource"] = worker.pop("resources")
+    elif how == "wrong type":
+        spec["ttlSecondsAfterFinished"] = "300"
+    elif how == "quantity not int or string":
+        worker["resources"]["limits"]["cpu"] = [4]
+    elif how == "unknown auth mode":
+        spec["rayClusterSpec"]["authOptions"]["mode"] = "tokens"
+    elif how == "deadline below minimum":
+        spec["preRunningDeadlineSeconds"] = 0
+    return job
+
+
+@pytest.mark.parametrize("how", ["misspelt spec field", "misspelt container field", "wrong type",
+                                 "quantity not int or string", "unknown auth mode",
+                                 "deadline below minimum"])
+def test_the_crd_check_rejects_a_broken_rayjob(rayjob, rayjob_validator, how):
+    assert list(rayjob_validator.iter_errors(_break_rayjob(rayjob, how))), how
+
+
+def test_the_crd_check_accepts_integer_quantities(rayjob, rayjob_validator):
+    job = copy.deepcopy(rayjob)
+    worker = _container(job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0])
+    worker["resources"]["limits"]["cpu"] = 4
+    assert not list(rayjob_validator.iter_errors(job))
 
 
 # ------------------------------------------------------------------ infra/Dockerfile
