@@ -1,9 +1,10 @@
-"""The paper's "catchment-wise" baseline: one LSTM per catchment, trained from scratch.
+"""The paper's comparison models, one LSTM per catchment: ``catchment_wise`` (trained from
+scratch on the catchment alone) and ``finetuned`` (the regional LSTM trained further on it).
 
-It is the cost the hybrid is meant to avoid, so it is optional; ``hybrid.cluster`` runs it as Ray
-tasks on the same CPU nodes as the decoders. It reuses the regional training procedure with a
-single catchment (no second training loop), and its test-period predictions join the decoders'
-predictions files.
+Both are the cost the hybrid is meant to avoid, so they are optional. Each is one unit of work
+per catchment on the same CPU nodes as the decoders, reusing ``hybrid.training.Trainer`` (no
+second training loop), and writes its test-period predictions to
+``baselines/<model>/predictions/gauge_id=<id>/part-0.parquet``, which scoring joins.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import time
 import numpy as np
 import pandas as pd
 
+from hybrid import layout, partitions
 from hybrid.config import Config
-from hybrid.decode import BASELINE_KEY
 from hybrid.encoding import encode_catchment
-from hybrid.prepare import load_attributes, load_catchment, partition_key
-from hybrid.storage import Store
-from hybrid.training import train_lstm
+from hybrid.prepare import load_attributes, load_catchment
+from hybrid.provenance import config_hash
+from hybrid.runner import CatchmentStage, Context
+from hybrid.training import Trainer
+
+MODEL = "catchment_wise"
 
 
 def catchment_wise_config(cfg: Config) -> Config:
@@ -27,20 +31,40 @@ def catchment_wise_config(cfg: Config) -> Config:
                        n_train_basins=1, num_threads=0)
 
 
-def train_catchment_wise(store: Store, cfg: Config, gauge_id: str) -> dict:
-    """Train one site-specific LSTM and write its test-period predictions."""
-    started = time.monotonic()
-    site_cfg = catchment_wise_config(cfg)
-    out = store.child(f"baselines/catchment_wise/gauge_id={gauge_id}")
-    trained = train_lstm(store, out, site_cfg, {"train": [gauge_id], "out_of_training": []},
-                         device="cpu", quiet=True)
-    frame = load_catchment(store, gauge_id)
-    static = load_attributes(store).loc[gauge_id, cfg.static_attributes].to_numpy()
-    table = encode_catchment(trained, site_cfg, gauge_id, frame, static).to_pandas()
+def baseline_stamp(cfg: Config, model: str) -> dict[str, str]:
+    return {"stage": model, "config": config_hash(cfg.to_dict())}
+
+
+def predict_test_period(context: Context, model: str, trained, site_cfg: Config,
+                        gauge_id: str, seconds: float) -> dict:
+    """Write the model's test-period predictions (scored from exact windows, as the regional
+    baseline is) and return the partition record."""
+    frame = load_catchment(context.store, gauge_id)
+    static = load_attributes(context.store).loc[gauge_id, trained.scaler.static_attributes]
+    table = encode_catchment(trained, site_cfg, gauge_id, frame, static.to_numpy()).to_pandas()
     test = table[table["split"] == "test"]
-    seconds = time.monotonic() - started
     predictions = pd.DataFrame({"date": test["date"].to_numpy(),
-                                "catchment_wise": test["regional"].to_numpy(np.float32),
-                                "train_seconds": np.full(len(test), seconds, np.float32)})
-    store.write_table(partition_key(BASELINE_KEY, gauge_id), predictions)
-    return {"gauge_id": gauge_id, "seconds": seconds}
+                                model: test["regional"].to_numpy(np.float32)})
+    info = {"fit_seconds": round(seconds, 3)}
+    record = partitions.write_partition(context.store, layout.baseline_predictions(model),
+                                        gauge_id, predictions, baseline_stamp(context.cfg, model),
+                                        info)
+    return {"records": {layout.baseline_predictions(model): {**record, **info}}}
+
+
+def train_catchment_wise(context: Context, state: dict, gauge_id: str) -> dict:
+    """Train one site-specific LSTM from scratch and write its test-period predictions."""
+    started = time.monotonic()
+    site_cfg = catchment_wise_config(context.cfg)
+    store = context.store
+    folder = layout.baseline_checkpoints(MODEL, gauge_id)
+    trainer = Trainer(store, store, site_cfg, {"train": [gauge_id], "out_of_training": []},
+                      device="cpu", quiet=True, checkpoint_folder=folder)
+    trained = trainer.train(final_key=f"{folder}/final.pt")
+    return predict_test_period(context, MODEL, trained, site_cfg, gauge_id,
+                               time.monotonic() - started)
+
+
+def catchment_wise_stage(cfg: Config) -> CatchmentStage:
+    return CatchmentStage(MODEL, layout.baseline_predictions(MODEL), train_catchment_wise,
+                          baseline_stamp(cfg, MODEL), verb="train from scratch")

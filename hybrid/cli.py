@@ -1,35 +1,45 @@
 """The ``hybrid`` command: one subcommand per pipeline stage, plus ``run`` for all of them.
 
-Errors the user can fix (``HybridError``) print as one line and exit with status 2; anything else
-is a bug and keeps its traceback.
+Exit status: 0 when everything finished, 3 when the run finished but some catchments failed
+(the summary and report say which and why), 2 for a problem the user can fix (bad config, data
+or store: one line, no traceback), 130 when interrupted. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable
 
-from hybrid.errors import HybridError
+from hybrid.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, HybridError
 
 STAGES = {
     "prepare": "load the dataset and write the canonical catchment store (Parquet per catchment)",
     "pretrain": "pre-train the regional LSTM on the training catchments (Ray actor; GPU if any)",
     "encode": "encode every catchment with the LSTM (no head) and write features to Parquet",
-    "decode": "fit one random-forest decoder per catchment as Ray tasks; write predictions "
-              "and metrics",
-    "report": "write the summary tables, report.md and plots into the run folder",
+    "baselines": "train the optional per-catchment LSTM baselines (Ray tasks)",
+    "decode": "fit one random-forest decoder per catchment (Ray tasks), score it, and write "
+              "the summary",
+    "score": "score every catchment's predictions again (e.g. after adding a metric) and "
+             "rewrite the summary, without refitting",
+    "report": "write report.md and plots into the run folder from its summary",
     "run": "all of the above in order, each stage skipping what is already done",
+    "check": "check a config against its data and store without writing or training anything",
 }
 
 
 def _parser() -> argparse.ArgumentParser:
+    from hybrid import __version__
+
     parser = argparse.ArgumentParser(
         prog="hybrid",
         description="Hybrid LSTM-encoder / random-forest-decoder streamflow models for many "
                     "catchments at once (Jahangir et al., 2026). Every stage reads and writes "
-                    "<store>/<run_id>/ and can be rerun to resume.",
+                    "<store>/<run_id>/ and can be rerun to resume. Exit status: 0 done, 3 done "
+                    "with failed catchments, 2 bad config/data/store.",
     )
+    parser.add_argument("--version", action="version", version=f"hybrid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -54,35 +64,67 @@ def main(argv: list[str] | None = None) -> int:
             from hybrid.metrics_cli import print_metrics
 
             print_metrics(args.file, args.obs, args.sim)
-            return 0
-        _run_stage(args)
-        return 0
+            return EXIT_OK
+        return _run_stage(args)
     except HybridError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; rerun the same command to resume",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    finally:
+        from hybrid.logs import detach_run_logs
+
+        detach_run_logs()
 
 
-def _run_stage(args: argparse.Namespace) -> None:
+def _run_stage(args: argparse.Namespace) -> int:
     from hybrid.config import load_config
 
     overrides = {}
     if args.store:
-        overrides["store"] = args.store
+        overrides["store"] = args.store if "://" in args.store else os.path.abspath(args.store)
     if args.run_id:
         overrides["run_id"] = args.run_id
     cfg = load_config(args.config, overrides)
-    # Imported after the config is checked: it pulls in Ray and torch (seconds), and a typo in
-    # the config should be reported at once.
+    # Imported after the config is checked: it pulls in torch (seconds), and a typo in the
+    # config should be reported at once.
     from hybrid import pipeline
 
-    stage: Callable = getattr(pipeline, f"stage_{args.command}")
-    result = stage(cfg)
-    if args.command in ("run", "report"):
-        print(f"report: {result}")
+    if args.command == "check":
+        from hybrid.check import check
+
+        check(cfg)
+        return EXIT_OK
+    if args.command == "run":
+        outcome = pipeline.stage_run(cfg)
+        print(f"report: {outcome.report}")
+        if outcome.failed:
+            print(f"finished with {len(outcome.failed)} failed catchment(s): "
+                  f"{', '.join(outcome.failed[:10])}{' ...' if len(outcome.failed) > 10 else ''}"
+                  " (reasons in the report); rerun to retry them", file=sys.stderr)
+        return outcome.exit_code
+    session = pipeline.Session.open(cfg, write=args.command != "report")
+    try:
+        if args.command == "report":
+            print(f"report: {pipeline.stage_report(cfg, session)}")
+            return EXIT_OK
+        result = getattr(pipeline, f"stage_{args.command}")(cfg, session)
+    finally:
+        session.close()
+    return _exit_code(result)
+
+
+def _exit_code(result) -> int:
+    from hybrid.errors import EXIT_FAILURES
+
+    failed = getattr(result, "failed", None)
+    if failed is None and hasattr(result, "columns") and "status" in result:
+        failed = (result["status"] == "failed").any()
+    if isinstance(result, dict):
+        failed = any(getattr(r, "failed", None) for r in result.values())
+    return EXIT_FAILURES if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
-"""The Ray edge: where stages run, never what they compute.
+"""The Ray edge: where units of work run, never what they compute.
 
-Everything here wraps plain functions from the stage modules: an actor that hosts training and
-encoding (on a GPU node when the cluster has one), and a bounded fan-out of decoder tasks on CPU
-nodes. Remote code receives only the store URL and options, and reads the run's config and data
-from the store, so a restarted actor or a retried task on another node sees the same inputs.
+``RayExecutor`` runs the runner's plain functions (``hybrid.runner``) on a Ray cluster:
+
+* stateless work (decoders, baselines) as one task per catchment with the stage's resources,
+  the run context put in the object store once and shared by reference;
+* work with per-worker state (the encoder) on *hosts*: actors that run ``setup`` once and then
+  serve catchments; a host that pre-trained the model (``call``) serves the encoding next, on
+  the GPU node when the cluster has one.
+
+Ray's own exceptions are turned back into the user's: a project error raised remotely is one
+line again, not a remote traceback.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from hybrid.config import Config
 from hybrid.errors import StoreError
-from hybrid.progress import Progress, log
+from hybrid.logs import logger
+from hybrid.runner import Context, Setup, Work
 from hybrid.storage import Store
+
+log = logger()
 
 
 def connect(cfg: Config) -> None:
@@ -35,8 +44,13 @@ def connect(cfg: Config) -> None:
         # cluster `ray start` last left running on this machine.
         ray.init(address="local", include_dashboard=False, log_to_driver=True)
     resources = ray.cluster_resources()
-    log(f"ray: {len(alive_nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs, "
-        f"{resources.get('GPU', 0):.0f} GPUs")
+    log.info(f"ray: {len(alive_nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs, "
+             f"{resources.get('GPU', 0):.0f} GPUs")
+
+
+def joined_cluster(cfg: Config) -> bool:
+    """Whether the run goes to an existing cluster (which may have several nodes)."""
+    return bool(cfg.resources.address or os.environ.get("RAY_ADDRESS"))
 
 
 def alive_nodes() -> list[dict]:
@@ -95,164 +109,187 @@ def launchable_gpus() -> float:
         return 0.0
 
 
-def encoder_options(cfg: Config) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Resources:
+    """What one unit of work reserves on the cluster."""
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+    memory_mb: int = 0
+    custom: tuple[tuple[str, float], ...] = ()
+    max_retries: int = 3
+
+
+def encoder_resources(cfg: Config) -> Resources:
+    """A GPU when the cluster has (or can launch) one; else the CPUs of the largest node."""
     res = cfg.resources
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     gpus = (1.0 if cluster_gpus >= 1 else 0.0) if res.encoder_num_gpus == "auto" \
         else float(res.encoder_num_gpus)
-    joined = bool(res.address or os.environ.get("RAY_ADDRESS"))  # a private local Ray never grows
-    if res.encoder_num_gpus == "auto" and not gpus and joined and launchable_gpus() >= 1:
+    if res.encoder_num_gpus == "auto" and not gpus and joined_cluster(cfg) \
+            and launchable_gpus() >= 1:
         gpus = 1.0
-        log("encoder: no GPU node is up yet but the autoscaler can add one; the encoder actor "
-            "waits for it")
+        log.info("encoder: no GPU node is up yet but the autoscaler can add one; the encoder "
+                 "actor waits for it")
     if res.encoder_num_cpus == "auto":
         largest = max((n["Resources"].get("CPU", 0) for n in alive_nodes()), default=1)
         cpus = 1.0 if gpus else float(max(1, largest))
     else:
         cpus = float(res.encoder_num_cpus)
     if not gpus:
-        log("encoder: no GPU requested or none in the cluster; the encoder actor runs on CPU "
-            f"with {cpus:.0f} thread(s)")
-    return {"num_gpus": gpus, "num_cpus": cpus}
+        log.info("encoder: no GPU requested or none in the cluster; the encoder actor runs on "
+                 f"CPU with {cpus:.0f} thread(s)")
+    return Resources(num_cpus=cpus, num_gpus=gpus, max_retries=2)
 
 
-class EncoderActor:
-    """Pre-trains the regional LSTM, then serves ``encode(gauge_id)`` requests.
+def worker_resources(cfg: Config) -> Resources:
+    """Decoder and baseline tasks: CPU only, pinned to a worker type if the config says so."""
+    res = cfg.resources
+    return Resources(num_cpus=res.decoder_num_cpus, memory_mb=res.decoder_memory_mb,
+                     custom=tuple(sorted(res.decoder_custom_resources.items())),
+                     max_retries=res.max_retries)
 
-    Its state is reloaded from the store in ``__init__``: when Ray restarts the actor (node
-    loss), it resumes from the last epoch checkpoint or the final model, not from driver memory.
+
+class Host:
+    """An actor that keeps per-worker state (a loaded model) between calls.
+
+    Ray re-runs ``__init__`` when it restarts a host after a node loss; the state is rebuilt
+    from the store by ``setup``, never from driver memory.
     """
 
-    def __init__(self, store_url: str, storage_options: dict, num_threads: int) -> None:
+    def __init__(self, threads: int) -> None:
         import torch
 
-        from hybrid.checkpoints import FINAL, load_trained
-        from hybrid.runs import load_run_config
-        from hybrid.training import pick_device
+        os.environ["OMP_NUM_THREADS"] = str(max(1, threads))
+        torch.set_num_threads(max(1, threads))
+        self.states: dict[str, dict] = {}
+        gpus = ray.get_gpu_ids()
+        if gpus and not torch.cuda.is_available():
+            log.info(f"encoder: Ray gave this actor GPU {gpus} but torch {torch.__version__} "
+                     "sees no CUDA device (a CPU-only build?); it runs on CPU")
 
-        torch.set_num_threads(max(1, num_threads))
-        self.store = Store(store_url, storage_options)
-        self.cfg = load_run_config(self.store)
-        self.device = pick_device(self.cfg.device)
-        if ray.is_initialized() and ray.get_gpu_ids() and self.device == "cpu":
-            why = "the config says device: cpu" if self.cfg.device == "cpu" else \
-                f"torch {torch.__version__} sees no CUDA device (a CPU-only build?)"
-            log(f"encoder: Ray gave this actor GPU {ray.get_gpu_ids()} but it runs on CPU: {why}")
-        self.trained = load_trained(self.store, self.device) if self.store.exists(FINAL) \
-            else None
-        self._encoder = None
+    def call(self, fn: Callable[[Context], Any], context: Context) -> tuple[Any, dict]:
+        return fn(context), self.where()
 
-    def info(self) -> dict:
+    def run(self, work: Work, setup: Setup | None, context: Context, item: str) -> Any:
+        key = f"{getattr(setup, '__module__', '')}.{getattr(setup, '__qualname__', '')}"
+        if key not in self.states:
+            state = setup(context) if setup else {}
+            state["node_id"] = node_id()
+            self.states[key] = state
+        return work(context, self.states[key], item)
+
+    def where(self) -> dict:
         import torch
 
-        return {"node_id": node_id(), "device": self.device,
-                "threads": torch.get_num_threads(),
-                "gpu": torch.cuda.get_device_name(0) if self.device == "cuda" else ""}
-
-    def pretrain(self) -> dict:
-        from hybrid.training import train_regional
-
-        started = time.monotonic()
-        self.trained = train_regional(self.store, self.cfg, self.device)
-        self._encoder = None
-        return {**self.info(), "best_epoch": self.trained.best_epoch,
-                "seconds": time.monotonic() - started}
-
-    def encode(self, gauge_id: str) -> dict:
-        from hybrid.encode import CatchmentEncoder
-
-        if self.trained is None:
-            raise StoreError("the encoder has no trained model: run `hybrid pretrain` first")
-        if self._encoder is None:
-            self._encoder = CatchmentEncoder(self.store, self.cfg, self.trained, self.device)
-        return {**self._encoder(gauge_id), "node_id": node_id()}
+        return {"node_id": node_id(), "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+                "threads": torch.get_num_threads()}
 
 
-def start_encoder(cfg: Config, store: Store):
-    options = encoder_options(cfg)
-    actor_cls = ray.remote(EncoderActor).options(
-        **options, max_restarts=2, max_task_retries=2, name=None)
-    return actor_cls.remote(store.url, store.storage_options, int(options["num_cpus"]))
+def _run_item(work: Work, context: Context, item: str) -> Any:
+    return work(context, {"node_id": node_id()}, item)
 
 
-def bounded_map(submit: Callable[[str], ray.ObjectRef], keys: Iterable[str], max_in_flight: int,
-                desc: str, total: int) -> Iterator[tuple[str, Any, BaseException | None]]:
-    """Submit one call per key, keeping at most ``max_in_flight`` running; yield as they finish.
+def _options(resources: Resources) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
+    if resources.memory_mb:
+        options["memory"] = resources.memory_mb * 1024 * 1024
+    if resources.custom:
+        options["resources"] = dict(resources.custom)
+    return options
 
-    Bounding the queue keeps the driver's memory and the object store flat for any number of
-    catchments, and lets the progress bar show real throughput instead of a submission burst.
-    """
+
+class RayExecutor:
+    """The runner's executor on a Ray cluster (see the module docstring)."""
+
+    def __init__(self, cfg: Config, store: Store) -> None:
+        connect(cfg)
+        check_store_reachable(cfg, store)
+        self.cfg = cfg
+        self._hosts: dict[Resources, Any] = {}
+        self._roles: dict[str, Resources] = {}
+
+    def resources(self, role: str) -> Resources:
+        if role not in self._roles:
+            self._roles[role] = encoder_resources(self.cfg) if role == "encoder" \
+                else worker_resources(self.cfg)
+        return self._roles[role]
+
+    # ------------------------------------------------------------------ hosts
+    def host(self, resources: Resources):
+        if resources not in self._hosts:
+            actor = ray.remote(Host).options(**_options(resources), max_restarts=2,
+                                             max_task_retries=resources.max_retries)
+            self._hosts[resources] = actor.remote(int(max(1, resources.num_cpus)))
+        return self._hosts[resources]
+
+    def call(self, fn: Callable[[Context], Any], context: Context, role: str
+             ) -> tuple[Any, dict]:
+        """``fn(context)`` on the host of ``role``; (its result, where it ran)."""
+        return get(self.host(self.resources(role)).call.remote(fn, context))
+
+    def close(self) -> None:
+        """Free the hosts' CPUs and GPUs (for the decoders, or the next attempt)."""
+        for actor in self._hosts.values():
+            ray.kill(actor)
+        self._hosts.clear()
+
+    # ------------------------------------------------------------------ fan-out
+    def in_flight(self, resources: Resources) -> int:
+        if self.cfg.resources.max_in_flight:
+            return self.cfg.resources.max_in_flight
+        cpus = ray.cluster_resources().get("CPU", 1)
+        return max(2, int(2 * cpus // max(1, resources.num_cpus)))
+
+    def map(self, work: Work, setup: Setup | None, context: Context, items: list[str],
+            role: str) -> Iterator[tuple[str, Any, BaseException | None]]:
+        resources = self.resources(role)
+        shared = ray.put(context)
+        if setup is not None:
+            host = self.host(resources)
+            limit = self.cfg.resources.encode_in_flight
+            submit = lambda item: host.run.remote(work, setup, shared, item)  # noqa: E731
+        else:
+            task = ray.remote(_run_item).options(**_options(resources),
+                                                 max_retries=resources.max_retries,
+                                                 retry_exceptions=False)
+            limit = self.in_flight(resources)
+            submit = lambda item: task.remote(work, shared, item)  # noqa: E731
+        yield from bounded(submit, items, limit)
+
+
+def bounded(submit: Callable[[str], ray.ObjectRef], items: list[str], limit: int
+            ) -> Iterator[tuple[str, Any, BaseException | None]]:
+    """Keep at most ``limit`` calls in flight; yield ``(item, result, error)`` as they finish."""
     pending: dict[ray.ObjectRef, str] = {}
-    keys = iter(keys)
-    with Progress(total, desc) as bar:
-        while True:
-            while len(pending) < max_in_flight:
-                key = next(keys, None)
-                if key is None:
-                    break
-                pending[submit(key)] = key
-            if not pending:
-                return
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                key = pending.pop(ref)
-                try:
-                    result, error = ray.get(ref), None
-                except Exception as err:  # noqa: BLE001 - recorded per catchment, run goes on
-                    result, error = None, _cause(err)
-                bar.update(failed=int(error is not None))
-                yield key, result, error
+    queue = iter(items)
+    while True:
+        while len(pending) < limit:
+            item = next(queue, None)
+            if item is None:
+                break
+            pending[submit(item)] = item
+        if not pending:
+            return
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            item = pending.pop(ref)
+            try:
+                result, error = ray.get(ref), None
+            except Exception as err:  # noqa: BLE001 - the runner's failure policy decides
+                result, error = None, cause(err)
+            yield item, result, error
 
 
-def _cause(err: BaseException) -> BaseException:
-    """The user's exception inside a RayTaskError, for a readable one-line record."""
-    cause = getattr(err, "cause", None)
-    return cause if isinstance(cause, BaseException) else err
+def cause(err: BaseException) -> BaseException:
+    """The user's exception inside a ``RayTaskError``, so it is reported as itself."""
+    inner = getattr(err, "cause", None)
+    return inner if isinstance(inner, BaseException) else err
 
 
-def default_in_flight(cfg: Config) -> int:
-    if cfg.resources.max_in_flight:
-        return cfg.resources.max_in_flight
-    cpus = ray.cluster_resources().get("CPU", 1)
-    return max(2, int(2 * cpus // max(1, cfg.resources.decoder_num_cpus)))
-
-
-def _decode_entry(store_url: str, storage_options: dict, gauge_id: str, in_training: bool,
-                  n_jobs: int):
-    from hybrid.decode import decode_catchment
-    from hybrid.runs import load_run_config
-
-    store = Store(store_url, storage_options)
-    cfg = load_run_config(store)
-    return decode_catchment(store, cfg, gauge_id, in_training, n_jobs,
-                            extra={"node_id": node_id()})
-
-
-def decoder_task(cfg: Config):
-    res = cfg.resources
-    options: dict[str, Any] = {"num_cpus": res.decoder_num_cpus, "num_gpus": 0,
-                               "max_retries": res.max_retries, "retry_exceptions": False}
-    if res.decoder_memory_mb:
-        options["memory"] = res.decoder_memory_mb * 1024 * 1024
-    if res.decoder_custom_resources:
-        options["resources"] = dict(res.decoder_custom_resources)
-    return ray.remote(_decode_entry).options(**options)
-
-
-def _baseline_entry(store_url: str, storage_options: dict, gauge_id: str) -> dict:
-    from hybrid.baselines import train_catchment_wise
-    from hybrid.runs import load_run_config
-
-    store = Store(store_url, storage_options)
-    result = train_catchment_wise(store, load_run_config(store), gauge_id)
-    return {**result, "node_id": node_id()}
-
-
-def baseline_task(cfg: Config):
-    """Catchment-wise LSTMs share the decoders' CPU placement (they are CPU-sized models)."""
-    res = cfg.resources
-    options: dict[str, Any] = {"num_cpus": res.decoder_num_cpus, "num_gpus": 0,
-                               "max_retries": res.max_retries}
-    if res.decoder_custom_resources:
-        options["resources"] = dict(res.decoder_custom_resources)
-    return ray.remote(_baseline_entry).options(**options)
+def get(ref) -> Any:
+    """``ray.get`` that re-raises a remote project error as itself (one line, no traceback)."""
+    try:
+        return ray.get(ref)
+    except Exception as err:  # noqa: BLE001
+        raise cause(err) from None

@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from hybrid.errors import ConfigError
+from hybrid.layout import check_gauge_id
 
 ENCODERS = ("streaming", "exact")
 DEVICES = ("auto", "cpu", "cuda")
@@ -51,6 +52,9 @@ class BaselineConfig:
 class ResourcesConfig:
     """Where stages run on a Ray cluster; defaults fit ``ray_cluster.yaml``."""
 
+    #: "ray" runs the stages on Ray (a cluster, or a private local instance); "local" runs them
+    #: in this process without Ray (a laptop, a debugger)
+    executor: Literal["ray", "local"] = "ray"
     #: Ray address (None: connect to a running cluster if RAY_ADDRESS is set, else start locally)
     address: str | None = None
     #: GPUs for the encoder actor: "auto" takes one when the cluster has any, else runs on CPU
@@ -88,7 +92,8 @@ class Config:
     forcings: str | None = None
     #: loader-specific options, e.g. n_catchments / seed for the synthetic dataset
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    #: catchments to use (None: all the dataset has); or a file with one id per line
+    #: catchments to use (None: all the dataset has); or a file with one id per line, read
+    #: into ``basins`` when the config is loaded (so no remote worker needs the file)
     basins: list[str] | None = None
     basin_file: str | None = None
 
@@ -110,6 +115,9 @@ class Config:
     validation_end_date: dt.date = dt.date(2004, 12, 31)
     test_start_date: dt.date = dt.date(2005, 1, 1)
     test_end_date: dt.date = dt.date(2009, 12, 31)
+    #: overlapping training / validation / test periods let the scaler and the LSTM see test
+    #: days; refused unless this says it is meant
+    allow_period_overlap: bool = False
 
     seq_length: int = 365
     #: loss on the last n steps of each window (1 is the paper's many-to-one training)
@@ -186,8 +194,12 @@ class Config:
 
 # ---------------------------------------------------------------------- loading and checks
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML run file; ``overrides`` (from the CLI) win over the file."""
-    path = Path(path)
+    """Read a YAML run file; ``overrides`` (from the CLI) win over the file.
+
+    Relative paths in the file (``store``, ``data_dir``, ``basin_file``) are relative to the
+    file's folder, so a config means the same run from whatever directory it is started.
+    """
+    path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -196,12 +208,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise ConfigError(f"{path}{where}: not valid YAML") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    for key in ("store", "data_dir", "basin_file"):
+        value = data.get(key)
+        if isinstance(value, str) and value and "://" not in value:
+            data[key] = str((path.parent / Path(value).expanduser()).resolve())
     data.update(overrides or {})
-    base = path.parent
-    if data.get("basin_file") and not Path(data["basin_file"]).is_absolute():
-        data["basin_file"] = str(base / data["basin_file"])
     return config_from_dict(data)
 
 
@@ -214,9 +229,29 @@ _Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
+    """A checked config from plain data; ``_provenance`` (written into a run's config.yml by
+    hybrid) is ignored, and a ``basin_file`` is read into ``basins``."""
+    data = {k: v for k, v in data.items() if k != "_provenance"}
+    if data.get("basin_file") is not None:
+        data = _read_basin_file(data)
     cfg = _build(Config, data, prefix="")
     _validate(cfg)
     return cfg
+
+
+def _read_basin_file(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("basins") is not None:
+        raise ConfigError("basins: give either basins or basin_file, not both")
+    path = Path(str(data["basin_file"])).expanduser()
+    try:
+        text = path.read_text()
+    except OSError:
+        raise ConfigError(f"basin_file: file not found: {path.resolve()}") from None
+    ids = [line.strip() for line in text.splitlines() if line.strip()
+           and not line.lstrip().startswith("#")]
+    if not ids:
+        raise ConfigError(f"basin_file: {path.resolve()} lists no catchment")
+    return {**data, "basins": ids, "basin_file": None}
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -311,6 +346,17 @@ def _validate(cfg: Config) -> None:
         start, end = getattr(cfg, f"{name}_start_date"), getattr(cfg, f"{name}_end_date")
         if start > end:
             raise ConfigError(f"{name}_end_date: {end} is before {name}_start_date {start}")
+    if not cfg.allow_period_overlap:
+        periods = cfg.periods()
+        names = list(periods)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                (a0, a1), (b0, b1) = periods[a], periods[b]
+                if a0 <= b1 and b0 <= a1:
+                    raise ConfigError(
+                        f"{b}_start_date: the {a} period ({a0}..{a1}) overlaps the {b} period "
+                        f"({b0}..{b1}), so {b} days would be learnt from; separate them, or set "
+                        "allow_period_overlap: true if that is meant")
     positive = ("seq_length", "predict_last_n", "hidden_size", "num_layers", "epochs",
                 "batch_size", "encode_batch_size", "patience")
     for key in positive:
@@ -344,10 +390,18 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"encoder: expected one of {list(ENCODERS)}, got {cfg.encoder!r}")
     if cfg.device not in DEVICES:
         raise ConfigError(f"device: expected one of {list(DEVICES)}, got {cfg.device!r}")
-    if cfg.basins is not None and cfg.basin_file is not None:
-        raise ConfigError("basins: give either basins or basin_file, not both")
-    if cfg.basin_file is not None and not Path(cfg.basin_file).is_file():
-        raise ConfigError(f"basin_file: file not found: {cfg.basin_file}")
+    if cfg.basins is not None:
+        if not cfg.basins:
+            raise ConfigError("basins: the list is empty; leave the key out to use every "
+                              "catchment of the dataset")
+        for i, gauge_id in enumerate(cfg.basins):
+            try:
+                check_gauge_id(gauge_id, f"basins[{i}]")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        dupes = sorted({g for g in cfg.basins if cfg.basins.count(g) > 1})
+        if dupes:
+            raise ConfigError(f"basins: {dupes[0]!r} is listed twice")
     res = cfg.resources
     if res.decoder_num_cpus < 1:
         raise ConfigError(f"resources.decoder_num_cpus: must be >= 1, got {res.decoder_num_cpus}")
@@ -364,9 +418,6 @@ def _validate(cfg: Config) -> None:
 
 def selected_basins(cfg: Config) -> list[str] | None:
     """The catchments a config names explicitly (None: every catchment of the dataset)."""
-    if cfg.basin_file is not None:
-        lines = Path(cfg.basin_file).read_text().split()
-        return [line.strip() for line in lines if line.strip()]
     return cfg.basins
 
 

@@ -1,14 +1,11 @@
-"""Stage 4: one decoder per catchment, fitted on its own encoded training days.
+"""Stage 4, decode: one decoder per catchment, fitted on its own encoded training days.
 
-A plain function of (store, config, catchment) that reads only that catchment's encoded
-partition, so it runs the same in a test, in a serial loop, or as a Ray task on a remote node.
-
-Outputs, with deterministic keys so a retried task overwrites rather than duplicates:
-
-* ``predictions/gauge_id=<id>/part-0.parquet``: date, observed, regional, hybrid (test period),
-  plus ``catchment_wise`` when that baseline was run.
-* ``metrics/gauge_id=<id>/part-0.parquet``: one row per model with every metric of
-  ``hybrid.metrics`` and n_train, n_test, fit_seconds, in_training, status.
+A plain function of (context, catchment) that reads only that catchment's encoded partition, so
+it runs the same in a test, in a serial loop, or as a Ray task on a remote node. Its output,
+``predictions/gauge_id=<id>/part-0.parquet`` (date, observed, regional, hybrid over the test
+period; ``hybrid.layout``), marks the catchment as decoded. Scoring those predictions is a
+separate step (``hybrid.score``) that the pipeline runs in the same task, so adding a metric
+re-scores from the predictions without refitting a single forest.
 """
 
 from __future__ import annotations
@@ -20,20 +17,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hybrid import layout, partitions
 from hybrid.config import Config
 from hybrid.decoders import make_decoder
-from hybrid.encoding import encoded_key, feature_columns
-from hybrid.metrics import compute_all
-from hybrid.prepare import partition_key
-from hybrid.storage import Store
-
-PREDICTIONS = "predictions"
-METRICS = "metrics"
-BASELINE_KEY = "baselines/catchment_wise/predictions"
+from hybrid.errors import SkipCatchment
+from hybrid.provenance import config_hash
+from hybrid.runner import CatchmentStage, Context
+from hybrid.score import score_one
 
 
-def metrics_key(gauge_id: str) -> str:
-    return partition_key(METRICS, gauge_id)
+def decode_stamp(cfg: Config, model_sha: str) -> dict[str, str]:
+    return {"stage": "decode", "config": config_hash(cfg.to_dict()), "model": model_sha}
 
 
 def fit_predict(features: np.ndarray, target: np.ndarray, test_features: np.ndarray,
@@ -49,16 +43,18 @@ def fit_predict(features: np.ndarray, target: np.ndarray, test_features: np.ndar
     return model.predict(test_features).astype(np.float32), model, seconds
 
 
-def decode_catchment(store: Store, cfg: Config, gauge_id: str, in_training: bool,
-                     n_jobs: int = 1, extra: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Fit, predict, score and write one catchment; returns its metrics rows."""
-    table = store.read_frame(encoded_key(gauge_id))
+def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
+                     node_id: str = "") -> dict[str, Any]:
+    """Fit, predict and write one catchment's predictions; returns the partition record."""
+    cfg = context.cfg
+    store = context.store
+    table = partitions.read_partition(store, layout.ENCODED, gauge_id).to_pandas()
     hidden = [c for c in table.columns if c.startswith("h_")]
-    features = table[feature_columns(len(hidden))].to_numpy(np.float32)
+    features = table[layout.feature_columns(len(hidden))].to_numpy(np.float32)
     train = (table["split"] == "train").to_numpy()
     test = (table["split"] == "test").to_numpy()
     if not test.any():
-        raise ValueError("no encoded day in the test period")
+        raise SkipCatchment(gauge_id, "no encoded day in the test period")
     observed = table["observed"].to_numpy(np.float64)
     hybrid, model, fit_seconds = fit_predict(features[train], observed[train], features[test],
                                              cfg, n_jobs)
@@ -68,45 +64,29 @@ def decode_catchment(store: Store, cfg: Config, gauge_id: str, in_training: bool
         "regional": table.loc[test, "regional"].to_numpy(np.float32),
         "hybrid": hybrid,
     })
-    baseline = partition_key(BASELINE_KEY, gauge_id)
-    if cfg.baselines.catchment_wise and store.exists(baseline):
-        site = store.read_frame(baseline)
-        site_seconds = float(site["train_seconds"].iloc[0]) if len(site) else np.nan
-        predictions = predictions.merge(site[["date", "catchment_wise"]], on="date", how="left")
-    store.write_table(partition_key(PREDICTIONS, gauge_id), predictions)
     if cfg.decoder.keep_models:
         import joblib
 
         buf = io.BytesIO()
         joblib.dump(model, buf, compress=3)
-        store.write_bytes(f"decoders/gauge_id={gauge_id}/model.joblib", buf.getvalue())
-    rows = score_predictions(predictions, gauge_id, in_training)
-    seconds = {"hybrid": fit_seconds}
-    if "catchment_wise" in predictions:
-        seconds["catchment_wise"] = site_seconds
-    for row in rows:
-        row.update(n_train=int(np.isfinite(observed[train]).sum()),
-                   n_test=int(np.isfinite(observed[test]).sum()),
-                   fit_seconds=seconds.get(row["model"], np.nan),
-                   status="done", error="", **(extra or {}))
-    frame = pd.DataFrame(rows)
-    store.write_table(metrics_key(gauge_id), frame)  # last: marks the catchment as done
-    return frame
+        store.write_bytes(f"decoders/{layout.PARTITION_KEY}={gauge_id}/model.joblib",
+                          buf.getvalue())
+    info = {"n_train": int(np.isfinite(observed[train]).sum()),
+            "fit_seconds": round(fit_seconds, 4), "node_id": node_id}
+    record = partitions.write_partition(store, layout.PREDICTIONS, gauge_id, predictions,
+                                        context.extra["decode_stamp"], info)
+    return {**record, **info}
 
 
-def score_predictions(predictions: pd.DataFrame, gauge_id: str, in_training: bool
-                      ) -> list[dict]:
-    obs = predictions["observed"].to_numpy(np.float64)
-    models = [m for m in ("regional", "hybrid", "catchment_wise") if m in predictions]
-    return [{"gauge_id": gauge_id, "model": m, "in_training": in_training,
-             **compute_all(obs, predictions[m].to_numpy(np.float64))} for m in models]
+def decode_one(context: Context, state: dict, gauge_id: str) -> dict[str, Any]:
+    """The pipeline's unit: decode, then score in the same task (one read, one round trip)."""
+    n_jobs = int(context.cfg.resources.decoder_num_cpus)
+    record = decode_catchment(context, gauge_id, n_jobs, state.get("node_id", ""))
+    scored = score_one(context, state, gauge_id)
+    return {"records": {layout.PREDICTIONS: record, **scored["records"]},
+            "rows": scored["rows"]}
 
 
-def failure_rows(gauge_id: str, in_training: bool, error: BaseException | str,
-                 extra: dict[str, Any] | None = None) -> pd.DataFrame:
-    """What the summary records for a catchment whose decoder could not be fitted."""
-    message = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
-    return pd.DataFrame([{"gauge_id": gauge_id, "model": "hybrid", "in_training": in_training,
-                          "status": "failed", "error": f"{type(error).__name__}: {message}"
-                          if isinstance(error, BaseException) else message,
-                          **(extra or {})}])
+def decode_stage(cfg: Config, model_sha: str) -> CatchmentStage:
+    return CatchmentStage("decode", layout.PREDICTIONS, decode_one,
+                          decode_stamp(cfg, model_sha), verb="fit")

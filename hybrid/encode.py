@@ -1,47 +1,53 @@
-"""Encoding one catchment from the store into the store: the unit of work the actor serves."""
+"""Stage 3, encode: every catchment's days as the trained LSTM's hidden states, to Parquet.
+
+The unit of work is one catchment: read its canonical partition, run the encoder
+(``hybrid.encoding``), write ``encoded/gauge_id=<id>/part-0.parquet``. Each worker loads the
+model once (``setup``), so on Ray it is an actor (on the GPU node when there is one) and locally
+a plain loop. Partitions carry the checkpoint's sha256: features from another model are never
+mistaken for this one's.
+"""
 
 from __future__ import annotations
 
 import time
 
-from hybrid.checkpoints import TrainedModel
+from hybrid import layout, partitions
+from hybrid.checkpoints import TrainedModel, load_trained
 from hybrid.config import Config
-from hybrid.encoding import MANIFEST, NoValidWindow, encode_catchment, encoded_key
+from hybrid.encoding import encode_catchment
 from hybrid.prepare import load_attributes, load_catchment
-from hybrid.storage import Store
+from hybrid.provenance import config_hash
+from hybrid.runner import CatchmentStage, Context
+from hybrid.training import pick_device
 
 
-class CatchmentEncoder:
-    """Holds the trained model and the attribute table, so each request reads one partition."""
-
-    def __init__(self, store: Store, cfg: Config, trained: TrainedModel, device: str) -> None:
-        self.store, self.cfg, self.trained, self.device = store, cfg, trained, device
-        self.attributes = load_attributes(store)
-        trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
-
-    def __call__(self, gauge_id: str, method: str | None = None, write: bool = True) -> dict:
-        started = time.monotonic()
-        frame = load_catchment(self.store, gauge_id)
-        static = self.attributes.loc[gauge_id, self.trained.scaler.static_attributes].to_numpy()
-        try:
-            table = encode_catchment(self.trained, self.cfg, gauge_id, frame, static,
-                                     method=method, device=self.device)
-        except NoValidWindow as err:
-            return {"gauge_id": gauge_id, "status": "skipped", "reason": str(err)}
-        if write:
-            self.store.write_table(encoded_key(gauge_id), table)
-        return {"gauge_id": gauge_id, "status": "done", "rows": table.num_rows,
-                "seconds": time.monotonic() - started}
+def encode_stamp(cfg: Config, model_sha: str) -> dict[str, str]:
+    return {"stage": "encode", "config": config_hash(cfg.to_dict()), "model": model_sha}
 
 
-def write_encoded_manifest(store: Store, cfg: Config, results: list[dict]) -> dict:
-    manifest = {
-        "stage": "encoded",
-        "encoder": cfg.encoder,
-        "hidden_size": cfg.hidden_size,  # the run's config fixed the checkpoint's size
-        "catchments": sorted(r["gauge_id"] for r in results if r["status"] == "done"),
-        "skipped": {r["gauge_id"]: r["reason"] for r in results if r["status"] == "skipped"},
-        "schema": "date, split, observed, regional, h_0..h_{H-1} (float32)",
-    }
-    store.write_json(MANIFEST, manifest)
-    return manifest
+def setup_encoder(context: Context, trained: TrainedModel | None = None) -> dict:
+    """Per-worker state: the model on this worker's device and the attribute table."""
+    cfg = context.cfg
+    device = pick_device(cfg.device)
+    trained = trained or load_trained(context.store, device)
+    trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
+    return {"trained": trained, "device": device,
+            "attributes": load_attributes(context.store),
+            "stamp": encode_stamp(cfg, trained.sha256)}
+
+
+def encode_one(context: Context, state: dict, gauge_id: str) -> dict:
+    started = time.monotonic()
+    cfg, trained = context.cfg, state["trained"]
+    frame = load_catchment(context.store, gauge_id)
+    static = state["attributes"].loc[gauge_id, trained.scaler.static_attributes].to_numpy()
+    table = encode_catchment(trained, cfg, gauge_id, frame, static, device=state["device"])
+    record = partitions.write_partition(context.store, layout.ENCODED, gauge_id, table,
+                                        state["stamp"])
+    return {"records": {layout.ENCODED: record}, "seconds": time.monotonic() - started,
+            "node_id": state.get("node_id", "")}
+
+
+def encode_stage(cfg: Config, model_sha: str) -> CatchmentStage:
+    return CatchmentStage("encode", layout.ENCODED, encode_one, encode_stamp(cfg, model_sha),
+                          setup=setup_encoder, role="encoder")

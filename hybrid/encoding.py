@@ -11,7 +11,7 @@ Two encoders compute the hidden state at the end of each day's window:
 Both mark the same days as valid (a full window of finite inputs), and streaming restarts from a
 zero state after any gap in the inputs, so a NaN never leaks into later states.
 
-Output schema of ``encoded/gauge_id=<id>/part-0.parquet``:
+Output schema of ``encoded/gauge_id=<id>/part-0.parquet`` (``hybrid.layout``):
 ``date`` (timestamp), ``split`` (train / validation / test), ``observed`` (target in its own units,
 NaN where unobserved), ``regional`` (the LSTM head's prediction from exact windows, same units;
 with the streaming encoder only on test days, NaN elsewhere), ``h_0`` .. ``h_{H-1}`` (float32
@@ -29,22 +29,12 @@ import torch
 
 from hybrid.checkpoints import TrainedModel
 from hybrid.config import Config
-from hybrid.errors import ConfigError, HybridError
+from hybrid.errors import ConfigError, SkipCatchment
+from hybrid.layout import feature_columns
 from hybrid.model import RegionalLSTM
-from hybrid.prepare import partition_key
 from hybrid.windows import CatchmentArrays, period_mask, valid_window_ends
 
-STAGE = "encoded"
-MANIFEST = f"{STAGE}/_manifest.json"
 SPLITS = ("train", "validation", "test")
-
-
-class NoValidWindow(HybridError):
-    """A catchment without a single full window of finite inputs in any period."""
-
-
-def feature_columns(hidden_size: int) -> list[str]:
-    return [f"h_{i}" for i in range(hidden_size)]
 
 
 @torch.no_grad()
@@ -126,9 +116,9 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
     trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
     arrays = CatchmentArrays.build(gauge_id, frame, static_row, trained.scaler)
     days, labels = encoded_days(cfg, arrays)
-    if len(days) == 0:
-        raise NoValidWindow(f"catchment {gauge_id}: no day with {cfg.seq_length} days of "
-                            "finite inputs in the train, validation or test period")
+    if not (labels == "test").any():
+        raise SkipCatchment(gauge_id, f"no day of the test period with {cfg.seq_length} days "
+                                      "of finite inputs before it")
     options = {"batch_size": cfg.encode_batch_size} if method == "exact" else {}
     hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device,
                               **options)
@@ -152,6 +142,3 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
         columns[name] = pa.array(hidden[:, i])
     return pa.table(columns)
 
-
-def encoded_key(gauge_id: str) -> str:
-    return partition_key(STAGE, gauge_id)

@@ -1,8 +1,16 @@
-"""Errors a user can act on.
+"""Errors a user can act on, and what the command's exit status says about a run.
 
 Anything raised as a ``HybridError`` is printed by the CLI as one line (no traceback) and turns
-into a non-zero exit status, so the message itself must name the file, catchment or config key.
+into exit status 2, so the message itself must name the file, catchment or config key and say
+what to do. Per-catchment problems are not exceptions that stop a run: they become ``skipped``
+or ``failed`` rows of the summary, and a run that finished with failures exits with 3.
 """
+
+#: exit statuses of the ``hybrid`` command
+EXIT_OK = 0
+EXIT_ERROR = 2          # bad config, data or store: nothing useful could run
+EXIT_FAILURES = 3       # the run finished, but some catchments failed (see the summary)
+EXIT_INTERRUPTED = 130
 
 
 class HybridError(Exception):
@@ -18,4 +26,29 @@ class DataError(HybridError):
 
 
 class StoreError(HybridError):
-    """The object store holds something unexpected (missing checkpoint, foreign run)."""
+    """The object store is unreachable or holds something unexpected."""
+
+
+class CorruptPartition(StoreError):
+    """A catchment's partition exists but cannot be read (truncated copy, bad disk).
+
+    Raised inside per-catchment work; the runner records the catchment as failed and deletes the
+    partition, so the next run rebuilds it instead of failing on it forever.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class SkipCatchment(Exception):
+    """A catchment that cannot be used (no data in a period, no valid window): recorded with its
+    reason as ``status = skipped``; the run goes on and still exits 0."""
+
+    def __init__(self, gauge_id: str, reason: str) -> None:
+        super().__init__(f"catchment {gauge_id}: {reason}")
+        self.gauge_id = gauge_id
+        self.reason = reason
+
+    def __reduce__(self):  # survive pickling through Ray
+        return (SkipCatchment, (self.gauge_id, self.reason))

@@ -1,175 +1,335 @@
 """The stages as the CLI and ``jobs/`` call them: config in, outputs in the run folder.
 
-Each ``stage_*`` opens the run (writing or checking its resolved config) and skips work whose
-output already exists, so ``hybrid run`` is the stages in order and a rerun resumes.
+Each ``stage_*`` opens the run (checking its recorded config), brings its own outputs up to date
+through ``hybrid.runner`` (so a rerun resumes and heals), and returns what the next stage needs.
+``stage_run`` is the stages in order. Where the work runs is the executor's business
+(``resources.executor``: Ray, or this process); this module never imports Ray.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
-import ray
+import pandas as pd
 
-from hybrid import cluster
-from hybrid.checkpoints import FINAL
+from hybrid import layout, partitions
+from hybrid.baselines import catchment_wise_stage
+from hybrid.checkpoints import load_trained
 from hybrid.config import Config
-from hybrid.decode import BASELINE_KEY, METRICS, failure_rows
-from hybrid.encode import write_encoded_manifest
-from hybrid.encoding import MANIFEST as ENCODED_MANIFEST
-from hybrid.errors import StoreError
-from hybrid.prepare import MANIFEST as CATCHMENT_MANIFEST
-from hybrid.prepare import prepare
-from hybrid.progress import log
-from hybrid.runs import TIMINGS, open_run, record_time, run_store
+from hybrid.decode import decode_stage, decode_stamp
+from hybrid.encode import encode_stage
+from hybrid.errors import EXIT_FAILURES, EXIT_OK, StoreError
+from hybrid.logs import RUN_LOG_ONLY, attach_run_log, detach_run_logs, flush_run_logs, logger
+from hybrid.prepare import prepare, usable_catchments
+from hybrid.provenance import config_hash, sha256
+from hybrid.runner import (
+    Context,
+    Executor,
+    SerialExecutor,
+    StageResult,
+    run_stage,
+)
+from hybrid.runs import open_run, read_timings, record_time, run_store
+from hybrid.score import enabled_baselines, score_stage, score_stamp
 from hybrid.storage import Store
-from hybrid.summary import headline, write_summary
-from hybrid.training import catchment_split
+from hybrid.summary import collect, headline, read_metric_rows, status_rows, write_summary
+from hybrid.training import catchment_split, pick_device, train_regional
+
+log = logger()
+
+CORE_MODELS = ("regional", "hybrid")
 
 
-def stage_prepare(cfg: Config) -> dict:
-    store = open_run(cfg)
+@dataclass
+class Session:
+    """One command on one run: its store, its log, and (started on demand) its executor."""
+
+    cfg: Config
+    store: Store
+    _executor: Executor | None = None
+    #: what earlier stages of this command decided, for the later ones
+    results: dict[str, StageResult] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, cfg: Config, write: bool = True) -> "Session":
+        store = open_run(cfg, write=write)
+        if write:  # a read-only command leaves no trace in the run, not even in run.log
+            attach_run_log(store)
+        return cls(cfg, store)
+
+    @property
+    def executor(self) -> Executor:
+        """Started on first use: a rerun with nothing left to do never starts Ray."""
+        return _Lazy(self)
+
+    def real_executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = executor_for(self.cfg, self.store)
+        return self._executor
+
+    def release_hosts(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+
+    def close(self) -> None:
+        self.release_hosts()
+        detach_run_logs()
+
+
+class _Lazy:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def map(self, *args, **kwargs):
+        return self.session.real_executor().map(*args, **kwargs)
+
+    def call(self, *args, **kwargs):
+        return self.session.real_executor().call(*args, **kwargs)
+
+    def close(self) -> None:
+        self.session.release_hosts()
+
+
+def executor_for(cfg: Config, store: Store) -> Executor:
+    if cfg.resources.executor == "local":
+        return SerialExecutor()
+    from hybrid.cluster import RayExecutor  # the only place Ray comes in
+
+    return RayExecutor(cfg, store)
+
+
+def _session(cfg: Config, session: Session | None, write: bool = True) -> Session:
+    return session if session is not None else Session.open(cfg, write)
+
+
+def _timed(store: Store, stage: str, result: StageResult, **extra) -> None:
+    if result.ran:
+        record_time(store, stage, result.seconds, catchments=len(result.ran),
+                    failed=len(result.failed), **extra)
+
+
+# ------------------------------------------------------------------------------- stages
+def stage_prepare(cfg: Config, session: Session | None = None) -> StageResult:
+    session = _session(cfg, session)
     started = time.monotonic()
-    manifest = prepare(cfg, store)
-    if not store.exists(TIMINGS) or "prepare" not in store.read_json(TIMINGS):
-        record_time(store, "prepare", time.monotonic() - started)
-    log(f"prepare: catchment store at {store.uri('catchments')}")
-    return manifest
+    result = prepare(cfg, session.store)
+    if result.ran:
+        record_time(session.store, "prepare", time.monotonic() - started,
+                    catchments=len(result.ran), failed=len(result.failed))
+    session.results["prepare"] = result
+    flush_run_logs()
+    return result
 
 
-def _require(store: Store, key: str, command: str) -> None:
-    if not store.exists(key):
-        raise StoreError(f"{store.uri(key)} not found: run `hybrid {command}` first")
-
-
-def _start(cfg: Config) -> Store:
-    store = open_run(cfg)
-    _require(store, CATCHMENT_MANIFEST, "prepare")
-    cluster.connect(cfg)
-    cluster.check_store_reachable(cfg, store)
-    return store
-
-
-def stage_pretrain(cfg: Config, actor=None) -> dict:
-    store = _start(cfg)
-    if store.exists(FINAL):
-        log(f"pretrain: already done ({store.uri(FINAL)})")
+def stage_pretrain(cfg: Config, session: Session | None = None) -> dict:
+    session = _session(cfg, session)
+    store = session.store
+    usable_catchments(store)  # "run `hybrid prepare` first" before any Ray start
+    if store.exists(layout.FINAL):
+        log.info(f"pretrain: already done ({store.uri(layout.FINAL)})")
         return {}
-    actor = actor or cluster.start_encoder(cfg, store)
+    context = Context.of(store, cfg)
     started = time.monotonic()
-    info = ray.get(actor.pretrain.remote())
-    record_time(store, "pretrain", time.monotonic() - started, node_id=info["node_id"],
-                 device=info["device"], gpu=info["gpu"])
-    log(f"pretrain: done on node {info['node_id'][:12]} ({info['device']}) "
-        f"in {info['seconds']:.0f}s")
-    return info
+    info, where = session.executor.call(_pretrain, context, "encoder")
+    record_time(store, "pretrain", time.monotonic() - started, **info, **where)
+    for row in store.read_frame(layout.HISTORY).to_dict("records"):
+        log.info(f"pretrain: epoch {row['epoch']} train loss {row['train_loss']:.4f}, "
+                 f"validation loss {row['validation_loss']:.4f}, median NSE "
+                 f"{row['validation_nse']:.3f}, {row['samples_per_second']:.0f} samples/s",
+                 extra=RUN_LOG_ONLY)
+    log.info(f"pretrain: done on node {where['node_id'][:12]} ({info['device']}) in "
+             f"{time.monotonic() - started:.0f}s, best epoch {info['best_epoch']}")
+    flush_run_logs()
+    return {**info, **where}
 
 
-def stage_encode(cfg: Config, actor=None) -> dict:
-    store = _start(cfg)
-    _require(store, FINAL, "pretrain")
-    if store.exists(ENCODED_MANIFEST):
-        log("encode: already done")
-        return store.read_json(ENCODED_MANIFEST)
-    gauges = list(store.read_json(CATCHMENT_MANIFEST)["catchments"])
-    done = set(store.partitions("encoded"))
-    todo = [g for g in gauges if g not in done]
-    log(f"encode: {len(todo)} of {len(gauges)} catchments to encode with the "
-        f"{cfg.encoder} encoder")
-    actor = actor or cluster.start_encoder(cfg, store)
-    started = time.monotonic()
-    results = [{"gauge_id": g, "status": "done"} for g in sorted(done & set(gauges))]
-    nodes = set()
-    for _, result, error in cluster.bounded_map(
-            lambda g: actor.encode.remote(g), todo, cfg.resources.encode_in_flight,
-            "encode", len(todo)):
-        if error is not None:
-            raise error
-        nodes.add(result.get("node_id", ""))
-        results.append(result)
-        if result["status"] == "skipped":
-            log(f"encode: skipping {result['reason']}")
-    manifest = write_encoded_manifest(store, cfg, results)
-    record_time(store, "encode", time.monotonic() - started, catchments=len(todo),
-                 node_ids=sorted(nodes))
-    return manifest
+def _pretrain(context: Context) -> dict:
+    import torch
+
+    device = pick_device(context.cfg.device)
+    trained = train_regional(context.store, context.cfg, device)
+    return {"device": device, "best_epoch": trained.best_epoch,
+            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else ""}
 
 
-def stage_baselines(cfg: Config) -> None:
-    """The optional catchment-wise LSTMs, one Ray task per catchment."""
+def model_sha(store: Store) -> str:
+    """The identity of the run's trained model: the sha256 of its final checkpoint."""
+    if not store.exists(layout.FINAL):
+        raise StoreError(f"no trained model at {store.uri(layout.FINAL)}: run `hybrid "
+                         "pretrain` first")
+    return sha256(store.read_bytes(layout.FINAL))
+
+
+def stage_encode(cfg: Config, session: Session | None = None) -> StageResult:
+    session = _session(cfg, session)
+    store = session.store
+    gauges = usable_catchments(store)
+    stage = encode_stage(cfg, model_sha(store))
+    load_trained(store)  # a damaged final.pt is one line here, not a failure per catchment
+    result = run_stage(stage, Context.of(store, cfg), gauges, session.executor,
+                       manifest_extra={"encoder": cfg.encoder, "hidden_size": cfg.hidden_size})
+    nodes = sorted({v.get("node_id", "") for v in result.done.values()
+                    if isinstance(v, dict) and "seconds" in v})
+    _timed(store, "encode", result, node_ids=nodes)
+    session.results["encode"] = result
+    return result
+
+
+def stage_baselines(cfg: Config, session: Session | None = None) -> dict[str, StageResult]:
+    """The optional per-catchment LSTMs (the paper's costly comparison models)."""
+    out: dict[str, StageResult] = {}
     if not cfg.baselines.catchment_wise:
-        return
-    store = _start(cfg)
-    gauges = store.read_json(ENCODED_MANIFEST)["catchments"]
+        return out
+    session = _session(cfg, session)
+    store = session.store
+    gauges = _encoded(store)
     limit = cfg.baselines.catchment_wise_max_basins
     gauges = gauges[:limit] if limit is not None else gauges
-    done = set(store.partitions(BASELINE_KEY))
-    todo = [g for g in gauges if g not in done]
-    log(f"baselines: {len(todo)} catchment-wise LSTMs to train ({len(done)} done)")
-    if not todo:
-        return
-    task = cluster.baseline_task(cfg)
-    started, seconds = time.monotonic(), []
-    for gauge_id, result, error in cluster.bounded_map(
-            lambda g: task.remote(store.url, store.storage_options, g), todo,
-            cluster.default_in_flight(cfg), "catchment-wise LSTMs", len(todo)):
-        if error is not None:
-            log(f"baselines: catchment {gauge_id} failed: {type(error).__name__}: {error}")
-        else:
-            seconds.append(result["seconds"])
-    record_time(store, "catchment_wise", time.monotonic() - started, catchments=len(todo),
-                task_seconds=float(sum(seconds)))
+    stage = catchment_wise_stage(cfg)
+    result = run_stage(stage, Context.of(store, cfg), gauges, session.executor)
+    _timed(store, "catchment_wise", result,
+           task_seconds=float(sum(v["records"][stage.folder].get("fit_seconds", 0)
+                                  for g, v in result.done.items() if g in result.ran)))
+    out["catchment_wise"] = result
+    session.results.update({f"baseline:{k}": v for k, v in out.items()})
+    return out
 
 
-def stage_decode(cfg: Config):
-    store = _start(cfg)
-    _require(store, ENCODED_MANIFEST, "encode")
-    encoded = store.read_json(ENCODED_MANIFEST)["catchments"]
-    in_training = set(catchment_split(store, cfg)["train"])
-    done = set(store.partitions(METRICS))
-    todo = [g for g in encoded if g not in done]
-    log(f"decode: {len(todo)} of {len(encoded)} catchments to fit ({len(done)} already done), "
-        f"decoder {cfg.decoder.name}, {cfg.resources.decoder_num_cpus} CPU(s) each")
-    task = cluster.decoder_task(cfg)
-    failures = []
-    started = time.monotonic()
-    for gauge_id, _, error in cluster.bounded_map(
-            lambda g: task.remote(store.url, store.storage_options, g, g in in_training,
-                                  cfg.resources.decoder_num_cpus),
-            todo, cluster.default_in_flight(cfg), "decode", len(todo)):
-        if error is not None:
-            log(f"decode: catchment {gauge_id} failed: {type(error).__name__}: {error}")
-            failures.append(failure_rows(gauge_id, gauge_id in in_training, error))
-    if todo:
-        record_time(store, "decode", time.monotonic() - started, catchments=len(todo),
-                     failed=len(failures))
-    summary, agg = write_summary(store, failures)
-    log(f"decode: summary at {store.uri('metrics/summary.parquet')}\n{headline(agg)}")
+def _encoded(store: Store) -> list[str]:
+    manifest = partitions.require_manifest(store, layout.ENCODED, "encode")
+    return sorted(manifest["catchments"])
+
+
+def stage_decode(cfg: Config, session: Session | None = None, rescore: bool = False
+                 ) -> pd.DataFrame:
+    """Fit one decoder per catchment, score it, and write the summary (``rescore``: score
+    again every catchment, e.g. after adding a metric, without refitting)."""
+    session = _session(cfg, session)
+    store = session.store
+    gauges = _encoded(store)
+    split = catchment_split(store, cfg)
+    sha = model_sha(store)
+    context = Context.of(store, cfg, in_training=frozenset(split["train"]),
+                         decode_stamp=decode_stamp(cfg, sha), score_stamp=score_stamp(cfg, sha))
+    decoded = run_stage(decode_stage(cfg, sha), context, gauges, session.executor)
+    _timed(store, "decode", decoded)
+    fresh = [g for g in decoded.ran if g in decoded.done]
+    # a baseline made in this command changes the scoring of catchments decoded earlier
+    changed = [g for name, r in session.results.items() if name.startswith("baseline:")
+               for g in r.ran if g not in set(fresh)]
+    scored = run_stage(score_stage(cfg, sha), context,
+                       [g for g in gauges if g in decoded.done], session.executor,
+                       known={g: v for g, v in decoded.records(layout.METRICS).items()
+                              if g in fresh},
+                       force=list(decoded.done) if rescore else changed)
+    _timed(store, "score", scored)
+    session.results.update(decode=decoded, score=scored)
+    rescored = {g for g in scored.ran if g in scored.done}
+    rows = [row for g in fresh if g not in rescored for row in decoded.done[g]["rows"]]
+    rows += [row for g in sorted(rescored) for row in scored.done[g]["rows"]]
+    have = {r[layout.PARTITION_KEY] for r in rows}
+    earlier = read_metric_rows(store, [g for g in scored.done if g not in have])
+    summary = build_summary(session, split, rows, earlier)
     return summary
 
 
-def stage_report(cfg: Config) -> str:
+def stage_score(cfg: Config, session: Session | None = None) -> pd.DataFrame:
+    return stage_decode(cfg, session, rescore=True)
+
+
+def build_summary(session: Session, split: dict, rows: list[dict], earlier: pd.DataFrame
+                  ) -> pd.DataFrame:
+    """Every catchment of the run, finished or not, into ``summary/``."""
+    cfg, store = session.cfg, session.store
+    train = set(split["train"])
+    statuses: list[dict] = []
+    stopped: set[str] = set()
+    for stage, folder in (("prepare", layout.CATCHMENTS), ("encode", layout.ENCODED),
+                          ("decode", layout.PREDICTIONS), ("score", layout.METRICS)):
+        result = session.results.get(stage) or _from_manifest(store, stage, folder)
+        for status, entries in (("skipped", result.skipped), ("failed", result.failed)):
+            for gauge_id, reason in entries.items():
+                if gauge_id not in stopped:
+                    stopped.add(gauge_id)
+                    statuses += status_rows(gauge_id, list(CORE_MODELS), gauge_id in train,
+                                            status, stage, reason)
+    for model in enabled_baselines(cfg):
+        result = session.results.get(f"baseline:{model}") or _from_manifest(
+            store, model, layout.baseline_predictions(model))
+        for status, entries in (("skipped", result.skipped), ("failed", result.failed)):
+            for gauge_id, reason in entries.items():
+                if gauge_id not in stopped:
+                    statuses += status_rows(gauge_id, [model], gauge_id in train, status,
+                                            model, reason)
+    summary = collect(rows, earlier, statuses)
+    stamp = {"stage": "summary", "config": config_hash(cfg.to_dict())}
+    summary, agg = write_summary(store, summary, stamp)
+    log.info(f"summary: {store.uri(layout.SUMMARY)}\n{headline(agg)}")
+    counts = summary.drop_duplicates(layout.PARTITION_KEY)["status"].value_counts().to_dict()
+    failed = summary[summary.status == "failed"][layout.PARTITION_KEY].nunique()
+    skipped = summary[summary.status == "skipped"][layout.PARTITION_KEY].nunique()
+    if failed or skipped:
+        log.info(f"summary: {failed} catchment(s) failed, {skipped} skipped "
+                 f"({counts}); their reasons are in the summary's error column and the report")
+    flush_run_logs()
+    return summary
+
+
+def _from_manifest(store: Store, stage: str, folder: str) -> StageResult:
+    manifest = partitions.read_manifest(store, folder) or {}
+    return StageResult(stage, skipped=dict(manifest.get("skipped") or {}),
+                       failed=dict(manifest.get("failed") or {}))
+
+
+def stage_report(cfg: Config, session: Session | None = None) -> str:
     from hybrid.report import write_report
 
-    store = open_run(cfg)
-    _require(store, "metrics/summary.parquet", "decode")
-    return write_report(store, cfg)  # the CLI prints where it is
+    session = _session(cfg, session, write=False)
+    return write_report(session.store, cfg)
 
 
-def stage_run(cfg: Config) -> str:
-    """prepare -> pretrain -> encode -> (baselines) -> decode -> report, skipping done work."""
-    # and a node-local store on a multi-node cluster is refused before anything is prepared
-    cluster.connect(cfg)
-    cluster.check_store_reachable(cfg, run_store(cfg))
-    stage_prepare(cfg)
-    store = _start(cfg)
-    actor = None
-    if not store.exists(ENCODED_MANIFEST):
-        actor = cluster.start_encoder(cfg, store)
-        try:
-            stage_pretrain(cfg, actor)
-            stage_encode(cfg, actor)
-        finally:
-            ray.kill(actor)  # free its CPUs/GPU for the decoders (or for the next attempt)
-    stage_baselines(cfg)
-    stage_decode(cfg)
-    return stage_report(cfg)
+@dataclass
+class RunOutcome:
+    report: str
+    summary: pd.DataFrame
+
+    @property
+    def failed(self) -> list[str]:
+        return sorted(self.summary.loc[self.summary.status == "failed",
+                                       layout.PARTITION_KEY].unique())
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILURES if self.failed else EXIT_OK
+
+
+def stage_run(cfg: Config) -> RunOutcome:
+    """prepare -> pretrain -> encode -> (baselines) -> decode + score -> report."""
+    joined = cfg.resources.executor == "ray" and _joined(cfg)
+    early = executor_for(cfg, run_store(cfg)) if joined else None  # refuse before writing
+    session = Session.open(cfg)
+    session._executor = early
+    try:
+        stage_prepare(cfg, session)
+        stage_pretrain(cfg, session)
+        stage_encode(cfg, session)
+        session.release_hosts()  # free the encoder's GPU/CPUs for the decoders
+        stage_baselines(cfg, session)
+        summary = stage_decode(cfg, session)
+        report = stage_report(cfg, session)
+        return RunOutcome(report, summary)
+    finally:
+        session.close()
+
+
+def _joined(cfg: Config) -> bool:
+    import os
+
+    return bool(cfg.resources.address or os.environ.get("RAY_ADDRESS"))
+
+
+def timings_in_order(store: Store) -> list[tuple[str, dict]]:
+    order = ["prepare", "pretrain", "encode", "catchment_wise", "finetuned", "decode", "score"]
+    timings = read_timings(store)
+    return sorted(timings.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)

@@ -1,4 +1,8 @@
-"""``report.md`` and PNG plots in the run folder, made only from the run's own Parquet outputs."""
+"""``report.md`` and PNG plots in the run folder, made only from the run's own Parquet outputs.
+
+The report is rewritten only when the summary changed since it was written (its sha256 is kept
+in the report), so reading a finished run, even a read-only copy, writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hybrid import layout, partitions  # noqa: E402
 from hybrid.config import Config  # noqa: E402
-from hybrid.decode import PREDICTIONS  # noqa: E402
-from hybrid.prepare import partition_key  # noqa: E402
+from hybrid.provenance import sha256  # noqa: E402
+from hybrid.runs import read_timings  # noqa: E402
 from hybrid.storage import Store  # noqa: E402
-from hybrid.summary import AGGREGATE, SUMMARY, headline  # noqa: E402
+from hybrid.summary import headline  # noqa: E402
 
-COLORS = {"regional": "tab:blue", "hybrid": "tab:orange", "catchment_wise": "tab:green"}
+COLORS = {"regional": "tab:blue", "hybrid": "tab:orange", "catchment_wise": "tab:green",
+          "finetuned": "tab:purple"}
+#: units of the targets of the supported datasets (all area-normalised except one)
+UNITS = {"streamflow": "mm/d", "QObs(mm/d)": "", "discharge_spec_obs": "mm/d",
+         "discharge_vol_obs": "m3/s"}
+STAGE_ORDER = ["prepare", "pretrain", "encode", "catchment_wise", "finetuned", "decode",
+               "score"]
+NSE_FLOOR = -1.0
 
 
 def _save(store: Store, key: str, fig) -> str:
@@ -25,25 +37,35 @@ def _save(store: Store, key: str, fig) -> str:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     store.write_bytes(key, buf.getvalue())
-    return key
+    return key.split("/")[-1]
 
 
-def plot_nse_cdf(summary: pd.DataFrame, store: Store) -> str:
+def _label(target: str) -> str:
+    unit = UNITS.get(target)
+    return f"{target} ({unit})" if unit else target
+
+
+def plot_nse_cdf(done: pd.DataFrame, store: Store, cfg: Config) -> str:
     """The paper's headline figure: the distribution of NSE over catchments, per model."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    groups = [("all catchments", summary),
-              ("out-of-training catchments", summary[~summary.in_training.astype(bool)])]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    groups = [("all catchments", done),
+              ("in the LSTM's training set", done[done.in_training.astype(bool)]),
+              ("out of training (new locations)", done[~done.in_training.astype(bool)])]
     for ax, (title, part) in zip(axes, groups):
+        clipped = 0
         for model, sub in part.groupby("model"):
             values = np.sort(sub["nse"].dropna().to_numpy())
             if len(values) == 0:
                 continue
+            clipped = max(clipped, int((values < NSE_FLOOR).sum()))
             # start each curve at 0: an empirical CDF of one catchment is one visible step
-            x = np.clip(np.concatenate([values[:1], values]), -1, 1)
+            x = np.clip(np.concatenate([values[:1], values]), NSE_FLOOR, 1)
             y = np.arange(len(values) + 1) / len(values)
             ax.step(x, y, where="post", color=COLORS.get(model), label=f"{model} (median "
                     f"{np.median(values):.3f}, n={len(values)})")
-        ax.set(xlim=(-1, 1), ylim=(0, 1.02), xlabel="NSE (clipped at -1)", title=title)
+        note = f"; {clipped} below -1 drawn at -1" if clipped else ""
+        ax.set(xlim=(NSE_FLOOR, 1), ylim=(0, 1.02), title=title,
+               xlabel=f"test NSE, {cfg.test_start_date}..{cfg.test_end_date}{note}")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize=8)
@@ -51,64 +73,101 @@ def plot_nse_cdf(summary: pd.DataFrame, store: Store) -> str:
     return _save(store, "report/nse_cdf.png", fig)
 
 
-def plot_scatter(summary: pd.DataFrame, store: Store) -> str:
-    wide = summary.pivot_table(index=["gauge_id", "in_training"], columns="model",
-                               values="nse").reset_index()
-    fig, ax = plt.subplots(figsize=(5, 5))
+def plot_scatter(done: pd.DataFrame, store: Store, cfg: Config) -> str:
+    wide = done.pivot_table(index=[layout.PARTITION_KEY, "in_training"], columns="model",
+                            values="nse").reset_index()
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
     for flag, label, marker in ((True, "in training", "o"), (False, "out of training", "^")):
         part = wide[wide.in_training.astype(bool) == flag]
-        ax.scatter(part["regional"].clip(-1, 1), part["hybrid"].clip(-1, 1), s=14,
-                   marker=marker, alpha=0.7, label=f"{label} (n={len(part)})")
-    ax.plot([-1, 1], [-1, 1], color="grey", lw=1)
-    better = (wide["hybrid"] > wide["regional"]).sum()
-    ax.set(xlim=(-1, 1), ylim=(-1, 1), xlabel="regional LSTM NSE", ylabel="hybrid NSE",
-           title=f"hybrid better on {better} of {len(wide)} catchments")
+        ax.scatter(part["regional"].clip(NSE_FLOOR, 1), part["hybrid"].clip(NSE_FLOOR, 1),
+                   s=14, marker=marker, alpha=0.7, label=f"{label} (n={len(part)})")
+    ax.plot([NSE_FLOOR, 1], [NSE_FLOOR, 1], color="grey", lw=1)
+    better = int((wide["hybrid"] > wide["regional"]).sum())
+    clipped = int(((wide["hybrid"] < NSE_FLOOR) | (wide["regional"] < NSE_FLOOR)).sum())
+    ax.set(xlim=(NSE_FLOOR - 0.02, 1), ylim=(NSE_FLOOR - 0.02, 1),
+           xlabel="regional LSTM test NSE", ylabel="hybrid test NSE",
+           title=f"hybrid better on {better} of {len(wide)} catchments"
+                 + (f"\n({clipped} with an NSE below -1 drawn at -1)" if clipped else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(store, "report/nse_scatter.png", fig)
 
 
-def plot_hydrographs(summary: pd.DataFrame, store: Store) -> tuple[str, list[str]]:
-    hybrid = summary[summary.model == "hybrid"].dropna(subset=["nse"]).sort_values("nse")
+def plot_hydrographs(done: pd.DataFrame, store: Store, cfg: Config) -> tuple[str, list[str]]:
+    hybrid = done[done.model == "hybrid"].dropna(subset=["nse"]).sort_values("nse")
     if hybrid.empty:
         return "", []
     picks = {"worst": hybrid.iloc[0], "median": hybrid.iloc[len(hybrid) // 2],
              "best": hybrid.iloc[-1]}
     fig, axes = plt.subplots(3, 1, figsize=(11, 9))
     for ax, (label, row) in zip(axes, picks.items()):
-        pred = store.read_frame(partition_key(PREDICTIONS, row.gauge_id))
+        gauge_id = getattr(row, layout.PARTITION_KEY)
+        pred = partitions.read_partition(store, layout.PREDICTIONS, gauge_id).to_pandas()
         last = pred.tail(730)  # two years keep single events readable
         ax.plot(last["date"], last["observed"], color="black", lw=1, label="observed")
-        for model in ("regional", "hybrid", "catchment_wise"):
-            if model in last:
-                ax.plot(last["date"], last[model], color=COLORS[model], lw=0.9, label=model)
-        nse = summary[(summary.gauge_id == row.gauge_id)].set_index("model")["nse"]
-        ax.set_title(f"{label}: {row.gauge_id} — NSE " + ", ".join(
-            f"{m} {v:.2f}" for m, v in nse.items()), fontsize=9)
-        ax.set_ylabel("streamflow")
+        for model in ("regional", "hybrid"):
+            ax.plot(last["date"], last[model], color=COLORS[model], lw=0.9, label=model)
+        nse = done[done[layout.PARTITION_KEY] == gauge_id].set_index("model")["nse"]
+        group = "in training" if row.in_training else "out of training"
+        ax.set_title(f"{label}: {gauge_id} ({group}), last two test years — NSE "
+                     + ", ".join(f"{m} {v:.2f}" for m, v in nse.items()), fontsize=9)
+        ax.set_ylabel(_label(cfg.target))
         ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    return _save(store, "report/hydrographs.png", fig), [p.gauge_id for p in picks.values()]
+    return _save(store, "report/hydrographs.png", fig), \
+        [getattr(p, layout.PARTITION_KEY) for p in picks.values()]
+
+
+def plot_training(history: pd.DataFrame, store: Store) -> str:
+    """Loss and validation NSE per epoch of the regional LSTM."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    left.plot(history["epoch"], history["train_loss"], "o-", label="training loss")
+    if "validation_loss" in history and history["validation_loss"].notna().any():
+        left.plot(history["epoch"], history["validation_loss"], "o-", label="validation loss")
+    left.set(xlabel="epoch", ylabel="MSE (standardised streamflow)")
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3)
+    if "validation_nse" in history and history["validation_nse"].notna().any():
+        right.plot(history["epoch"], history["validation_nse"], "o-", color="tab:green")
+    right.set(xlabel="epoch", ylabel="median validation NSE (training catchments)")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(store, "report/training.png", fig)
 
 
 def write_report(store: Store, cfg: Config) -> str:
-    summary = store.read_frame(SUMMARY)
-    agg = store.read_frame(AGGREGATE)
+    summary_bytes = store.read_bytes(layout.SUMMARY) if store.exists(layout.SUMMARY) else None
+    if summary_bytes is None:
+        partitions.require_manifest(store, layout.SUMMARY_DIR, "decode")
+    digest = sha256(summary_bytes)
+    marker = f"<!-- summary sha256 {digest} -->"
+    if store.exists(layout.REPORT) and store.read_text(layout.REPORT).startswith(marker):
+        return store.uri(layout.REPORT)  # up to date: nothing to write
+    summary = pd.read_parquet(io.BytesIO(summary_bytes))
+    agg = store.read_frame(layout.AGGREGATE)
     done = summary[summary.status == "done"]
-    failed = summary[summary.status == "failed"]
-    cdf = plot_nse_cdf(done, store)
-    scatter = plot_scatter(done, store) if {"regional", "hybrid"} <= set(done.model) else ""
-    hydro, picked = plot_hydrographs(done, store)
-    timings = store.read_json("timings.json") if store.exists("timings.json") else {}
+    keys = [layout.PARTITION_KEY, "status", "stage", "error"]
+    not_done = summary[summary.status != "done"].groupby(keys, sort=True)["model"].agg(
+        lambda models: ", ".join(sorted(models))).reset_index()
+    figures = [f"![NSE distribution]({plot_nse_cdf(done, store, cfg)})"]
+    if {"regional", "hybrid"} <= set(done.model):
+        figures.append(f"![hybrid vs regional]({plot_scatter(done, store, cfg)})")
+    hydro, picked = plot_hydrographs(done, store, cfg)
+    if store.exists(layout.HISTORY):
+        figures += ["", "Training of the regional LSTM (per epoch):", "",
+                    f"![training curve]({plot_training(store.read_frame(layout.HISTORY), store)})"]
+    n_done = done[layout.PARTITION_KEY].nunique()
     lines = [
+        marker,
         f"# Run `{cfg.run_id}`",
         "",
-        f"Dataset `{cfg.dataset}`, {done.gauge_id.nunique()} catchments scored "
-        f"({int(done.drop_duplicates('gauge_id').in_training.sum())} in the LSTM's training "
-        f"set), test period {cfg.test_start_date} .. {cfg.test_end_date}; encoder "
-        f"`{cfg.encoder}`, hidden size {cfg.hidden_size}, decoder `{cfg.decoder.name}`.",
+        f"Dataset `{cfg.dataset}`: {summary[layout.PARTITION_KEY].nunique()} catchments, "
+        f"{n_done} scored ({int(done.drop_duplicates(layout.PARTITION_KEY).in_training.sum())} "
+        f"in the LSTM's training set), test period {cfg.test_start_date} .. "
+        f"{cfg.test_end_date}; encoder `{cfg.encoder}`, hidden size {cfg.hidden_size}, decoder "
+        f"`{cfg.decoder.name}`.",
         "",
-        "## Median skill",
+        "## Median skill over the test period",
         "",
         "```",
         headline(agg),
@@ -116,34 +175,33 @@ def write_report(store: Store, cfg: Config) -> str:
         "",
         "## Aggregates",
         "",
-        agg.round(3).to_markdown(index=False) if _has_tabulate() else
-        "```\n" + agg.round(3).to_string(index=False) + "\n```",
+        "```",
+        agg.round(3).to_string(index=False),
+        "```",
         "",
         "## Figures",
         "",
-        f"![NSE CDF]({cdf.split('/')[-1]})",
+        *figures,
     ]
-    if scatter:
-        lines.append(f"![hybrid vs regional]({scatter.split('/')[-1]})")
     if hydro:
-        lines += ["", f"Hydrographs (last two test years) of the worst, median and best "
-                      f"catchment by hybrid NSE: {', '.join(picked)}.", "",
-                  f"![hydrographs]({hydro.split('/')[-1]})"]
+        lines += ["", f"Hydrographs of the worst, median and best catchment by hybrid NSE "
+                      f"({', '.join(picked)}):", "", f"![hydrographs]({hydro})"]
+    timings = read_timings(store)
     if timings:
         lines += ["", "## Stage wall times", ""]
-        lines += [f"- {stage}: {t['seconds']:.1f} s" for stage, t in timings.items()]
-    if len(failed):
-        lines += ["", f"## Failed catchments ({len(failed)})", ""]
-        lines += [f"- {r.gauge_id}: {r.error}" for r in failed.itertuples()]
-    lines += ["", f"Data: `{store.uri(SUMMARY)}` (one row per catchment x model), "
-                  f"`{store.uri(AGGREGATE)}`.", ""]
-    store.write_text("report/report.md", "\n".join(lines))
-    return store.uri("report/report.md")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        ordered = sorted(timings.items(), key=lambda kv: STAGE_ORDER.index(kv[0])
+                         if kv[0] in STAGE_ORDER else len(STAGE_ORDER))
+        lines += [f"- {stage}: {t['seconds']:.1f} s" for stage, t in ordered]
+        lines += [f"- total: {sum(t['seconds'] for _, t in ordered):.1f} s"]
+    for status in ("failed", "skipped"):
+        part = not_done[not_done.status == status]
+        if len(part):
+            lines += ["", f"## {status.capitalize()} catchments "
+                          f"({part[layout.PARTITION_KEY].nunique()})", ""]
+            lines += [f"- {getattr(r, layout.PARTITION_KEY)} at {r.stage} ({r.model}): "
+                      f"{r.error}" for r in part.itertuples()]
+    lines += ["", "Data: [`../summary/summary.parquet`](../summary/summary.parquet) (one row per "
+                  "catchment x model), [`../summary/aggregate.parquet`]"
+                  "(../summary/aggregate.parquet).", ""]
+    store.write_text(layout.REPORT, "\n".join(lines))
+    return store.uri(layout.REPORT)

@@ -1,37 +1,78 @@
 """The summary dataset: one row per catchment x model, and aggregates over catchments.
 
-``metrics/summary.parquet`` and ``metrics/aggregate.parquet`` are plain Parquet with stable
-columns, so DuckDB, pandas, Polars or Ray Data read them without this package.
+``summary/summary.parquet`` holds every catchment the run was asked for: the metrics of the
+finished ones, and a ``skipped`` or ``failed`` row (with the stage and the reason) for each one
+that was not, so no catchment disappears without a word. ``summary/aggregate.parquet`` has the
+median / mean / quartiles per model over the finished ones. Both are plain Parquet with stable
+columns and string ids, so DuckDB, pandas, Polars or Ray Data read them without this package.
+
+Rows come from what the decode and score tasks returned in this process; only catchments
+finished by an earlier command are read back, in one ``pyarrow.dataset`` read.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
 
-from hybrid.decode import METRICS
+from hybrid import layout, partitions
 from hybrid.metrics import METRICS as METRIC_FUNCTIONS
-from hybrid.prepare import partition_key
-from hybrid.storage import Store
+from hybrid.provenance import provenance
+from hybrid.storage import Store, table_bytes
 
-SUMMARY = f"{METRICS}/summary.parquet"
-AGGREGATE = f"{METRICS}/aggregate.parquet"
-MANIFEST = f"{METRICS}/_manifest.json"
 HEADLINE = ("nse", "kge_2012", "kge_2009")
 AGGREGATE_COLUMNS = ["model", "group", "metric", "n", "median", "mean", "q25", "q75"]
+SUMMARY_COLUMNS = ([layout.PARTITION_KEY, "model", "in_training", *layout.STATUS_COLUMNS,
+                    *METRIC_FUNCTIONS, *layout.METRIC_INFO_COLUMNS])
+SUMMARY_TYPES = {layout.PARTITION_KEY: pa.string(), "model": pa.string(),
+                 "in_training": pa.bool_(), "status": pa.string(), "stage": pa.string(),
+                 "error": pa.string(), **{m: pa.float64() for m in METRIC_FUNCTIONS},
+                 "n_train": pa.int64(), "n_test": pa.int64(), "fit_seconds": pa.float64(),
+                 "node_id": pa.string()}
 
 
-def collect(store: Store, failures: list[pd.DataFrame] | None = None) -> pd.DataFrame:
-    """Every finished catchment's metric rows plus this run's failure records."""
-    parts = [store.read_frame(partition_key(METRICS, g)) for g in store.partitions(METRICS)]
-    done = {g for p in parts for g in p["gauge_id"]}
-    parts += [f for f in failures or [] if not set(f["gauge_id"]) & done]
-    if not parts:
-        return pd.DataFrame(columns=["gauge_id", "model", "in_training", "status"])
-    frame = pd.concat(parts, ignore_index=True)
-    for name in METRIC_FUNCTIONS:
-        if name not in frame:
-            frame[name] = float("nan")
-    return frame.sort_values(["gauge_id", "model"]).reset_index(drop=True)
+def read_metric_rows(store: Store, gauges: list[str]) -> pd.DataFrame:
+    """Metrics partitions of ``gauges``, as one table with a text ``gauge_id`` column."""
+    if not gauges:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    paths = [store.path(layout.partition_key(layout.METRICS, g)) for g in gauges]
+    dataset = ds.dataset(paths, format="parquet", filesystem=store.arrow_filesystem(),
+                         partitioning=layout.partitioning(),
+                         partition_base_dir=store.path(layout.METRICS))
+    return dataset.to_table().to_pandas()
+
+
+def collect(rows: list[dict], earlier: pd.DataFrame, statuses: list[dict]) -> pd.DataFrame:
+    """Finished rows (returned now, or read back) plus one row per model not finished."""
+    parts = [pd.DataFrame(rows)] if rows else []
+    if len(earlier):
+        parts.append(earlier)
+    if statuses:
+        parts.append(pd.DataFrame(statuses))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    for column in SUMMARY_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    frame["status"] = frame["status"].fillna("done")
+    frame["stage"] = frame["stage"].fillna("")
+    frame["error"] = frame["error"].fillna("")
+    frame["node_id"] = frame["node_id"].fillna("")
+    frame["in_training"] = frame["in_training"].fillna(False).astype(bool)
+    for column in ("n_train", "n_test"):
+        frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+    for column in [*METRIC_FUNCTIONS, "fit_seconds"]:
+        frame[column] = pd.to_numeric(frame[column]).astype("float64")
+    frame[layout.PARTITION_KEY] = frame[layout.PARTITION_KEY].astype(str)
+    frame = frame[SUMMARY_COLUMNS]
+    return frame.sort_values([layout.PARTITION_KEY, "model"]).reset_index(drop=True)
+
+
+def status_rows(gauge_id: str, models: list[str], in_training: bool, status: str, stage: str,
+                reason: str) -> list[dict]:
+    return [{layout.PARTITION_KEY: gauge_id, "model": m, "in_training": in_training,
+             "status": status, "stage": stage, "error": reason} for m in models]
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
@@ -54,16 +95,34 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
          "mean": float, "q25": float, "q75": float})
 
 
-def write_summary(store: Store, failures: list[pd.DataFrame] | None = None
+def write_summary(store: Store, summary: pd.DataFrame, stamp: dict[str, str]
                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    summary = collect(store, failures)
     agg = aggregate(summary)
-    store.write_table(SUMMARY, summary)
-    store.write_table(AGGREGATE, agg)
-    status = summary.drop_duplicates("gauge_id")["status"].value_counts().to_dict()
-    store.write_json(MANIFEST, {"stage": METRICS, "catchments": int(summary["gauge_id"].nunique()),
-                                "status": status, "summary": SUMMARY, "aggregate": AGGREGATE})
+    schema = pa.schema([(c, SUMMARY_TYPES[c]) for c in SUMMARY_COLUMNS])
+    data = table_bytes(pa.Table.from_pandas(summary, schema=schema, preserve_index=False))
+    if not store.write_if_changed(layout.SUMMARY, data) and store.exists(layout.AGGREGATE):
+        return summary, agg  # unchanged: a rerun with nothing to do writes nothing
+    store.write_table(layout.AGGREGATE, agg)
+    per_catchment = summary.groupby(layout.PARTITION_KEY)["status"].agg(_worst)
+    store.write_json(layout.manifest_key(layout.SUMMARY_DIR), {
+        "stage": "summary", "stamp": stamp, "provenance": provenance(),
+        "catchments": int(len(per_catchment)),
+        "status": {k: int(v) for k, v in per_catchment.value_counts().items()},
+        "summary": layout.SUMMARY, "aggregate": layout.AGGREGATE})
     return summary, agg
+
+
+def _worst(statuses: pd.Series) -> str:
+    values = set(statuses)
+    for status in ("failed", "skipped"):
+        if status in values:
+            return status
+    return "done"
+
+
+def read_summary(store: Store) -> pd.DataFrame:
+    partitions.require_manifest(store, layout.SUMMARY_DIR, "decode")
+    return store.read_frame(layout.SUMMARY)
 
 
 def headline(agg: pd.DataFrame) -> str:
@@ -75,7 +134,14 @@ def headline(agg: pd.DataFrame) -> str:
     counts = agg[agg.metric == "nse"].set_index(["group", "model"])["n"]
     lines = []
     for (group, model), row in table.iterrows():
-        lines.append(f"{group:>15} {model:>15}: median NSE {row.get('nse', float('nan')):.3f}, "
-                     f"KGE-2012 {row.get('kge_2012', float('nan')):.3f} "
+        lines.append(f"{group:>15} {model:>15}: median NSE {row.get('nse', np.nan):.3f}, "
+                     f"KGE-2012 {row.get('kge_2012', np.nan):.3f} "
                      f"(n={counts.get((group, model), 0)})")
     return "\n".join(lines)
+
+
+def catchment_statuses(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per catchment that did not finish: gauge id, status, stage, reason."""
+    bad = summary[summary["status"] != "done"]
+    return bad.drop_duplicates([layout.PARTITION_KEY, "status", "stage", "error"])[
+        [layout.PARTITION_KEY, "model", "status", "stage", "error"]]

@@ -1,7 +1,15 @@
-"""Pre-training of the regional LSTM: a plain function, which the Ray actor merely hosts.
+"""Training an LSTM: a plain function, which the Ray actor merely hosts.
 
-Seeded end to end (catchment split, sample order, dropout) so that a run interrupted after epoch
-k and resumed from its epoch checkpoint ends with the same weights as an uninterrupted one.
+``Trainer`` is the procedure in named steps, as NeuralHydrology's ``BaseTrainer`` has them:
+restore the state of an interrupted run, train one epoch, validate, save a checkpoint, and
+finish with the best weights. One masked loss object is used for training and validation, so
+the number that picks the best epoch is the number that was minimised.
+
+The same trainer makes the regional model (many catchments), the catchment-wise baseline (one
+catchment, from scratch) and the fine-tuned baseline (one catchment, from the regional weights
+and scaler). It is seeded end to end (catchment split, sample order, dropout) so that a run
+interrupted after epoch k and resumed from its epoch checkpoint ends with the same weights as
+an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -9,19 +17,25 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
 from hybrid import checkpoints as ckpt
+from hybrid import layout
 from hybrid.config import Config
-from hybrid.errors import HybridError
+from hybrid.errors import ConfigError, HybridError, StoreError
+from hybrid.logs import logger
+from hybrid.metrics import nse
 from hybrid.model import RegionalLSTM
-from hybrid.prepare import MANIFEST, load_attributes, load_catchment
-from hybrid.progress import Progress, log
+from hybrid.prepare import load_attributes, load_catchment, usable_catchments
+from hybrid.progress import Progress
 from hybrid.storage import Store
 from hybrid.windows import CatchmentArrays, Scaler, WindowSampler
+
+log = logger()
 
 
 def pick_device(requested: str) -> str:
@@ -37,7 +51,9 @@ def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
     gauges = sorted(gauges)
     n = cfg.n_train_basins if cfg.n_train_basins is not None \
         else max(1, round(cfg.train_basin_fraction * len(gauges)))
-    n = min(n, len(gauges))
+    if n > len(gauges):
+        raise ConfigError(f"n_train_basins: {n} training catchments asked for, but the run has "
+                          f"only {len(gauges)} usable catchments")
     order = np.random.default_rng(cfg.seed).permutation(len(gauges))
     train = sorted(gauges[i] for i in order[:n])
     rest = sorted(gauges[i] for i in order[n:])
@@ -46,18 +62,19 @@ def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
 
 def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
     """The split recorded in the run (drawn once, then read back by every later stage)."""
-    if store.exists(ckpt.SPLIT):
-        return store.read_json(ckpt.SPLIT)
-    gauges = list(store.read_json(MANIFEST)["catchments"])
-    split = split_catchments(gauges, cfg)
-    store.write_json(ckpt.SPLIT, split)
+    if store.exists(layout.SPLIT):
+        split = store.read_json(layout.SPLIT)
+        try:
+            for part in ("train", "out_of_training"):
+                for gauge_id in split[part]:
+                    layout.check_gauge_id(gauge_id, store.uri(layout.SPLIT))
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreError(f"{store.uri(layout.SPLIT)} is damaged ({err}); delete the run "
+                             "folder's checkpoints to draw the split again") from None
+        return split
+    split = split_catchments(usable_catchments(store), cfg)
+    store.write_json(layout.SPLIT, split)
     return split
-
-
-def _arrays(gauges: list[str], scaler: Scaler, attributes: pd.DataFrame,
-            frames: dict[str, pd.DataFrame]) -> list[CatchmentArrays]:
-    return [CatchmentArrays.build(g, frames[g], attributes.loc[g, scaler.static_attributes]
-                                  .to_numpy(), scaler) for g in gauges]
 
 
 def hparams(cfg: Config, scaler: Scaler) -> dict:
@@ -67,157 +84,247 @@ def hparams(cfg: Config, scaler: Scaler) -> dict:
             "initial_forget_bias": cfg.initial_forget_bias}
 
 
-def masked_mse(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    mask = torch.isfinite(y)
-    diff = torch.where(mask, y_hat - torch.nan_to_num(y), torch.zeros_like(y_hat))
-    return (diff ** 2).sum() / mask.sum().clamp(min=1)
+class MaskedMSE:
+    """Mean squared error over the observed targets of a batch (missing days carry no loss).
+
+    Returns the sum and the count separately, so an epoch's validation loss is the mean over
+    every observed target, not a mean of batch means.
+    """
+
+    def __call__(self, y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = torch.isfinite(y)
+        diff = torch.where(mask, y_hat - torch.nan_to_num(y), torch.zeros_like(y_hat))
+        return (diff ** 2).sum(), mask.sum()
+
+    def mean(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        total, count = self(y_hat, y)
+        return total / count.clamp(min=1)
 
 
-def evaluate_loss(model: RegionalLSTM, sampler: WindowSampler, idx: np.ndarray,
-                  batch_size: int, device: str) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    n = sampler.predict_last_n
-    with torch.no_grad():
-        for start in range(0, len(idx), batch_size):
-            x_d, x_s, y = (t.to(device) for t in sampler.batch(idx[start:start + batch_size]))
-            y_hat = model(x_d, x_s)["y_hat"][:, -n:, 0]
-            mask = torch.isfinite(y)
-            total += float(((y_hat - torch.nan_to_num(y))[mask] ** 2).sum())
-            count += int(mask.sum())
-    return total / max(count, 1)
+@dataclass
+class TrainState:
+    """Everything an epoch checkpoint must hold besides the weights and the optimiser."""
+
+    epoch: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    train_seconds: float = 0.0
+    history: list | None = None
+    best_state: dict | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainState":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def _stop_reason(state: dict, cfg: Config, budget: float, out_of_time: bool = False
-                 ) -> str | None:
-    """Why training ends after the epoch in ``state`` (also checked when resuming, so a run
-    that crashed after its last epoch does not train one more)."""
-    if state["bad_epochs"] >= cfg.patience:
-        return f"early stopping: no improvement for {cfg.patience} epochs"
-    if out_of_time or state["train_seconds"] > budget:
-        return f"time budget of {cfg.max_train_minutes} minutes reached"
-    return None
+class Trainer:
+    """Trains on ``split["train"]`` read from ``data``; checkpoints go to ``out``."""
+
+    def __init__(self, data: Store, out: Store, cfg: Config, split: dict[str, list[str]],
+                 device: str | None = None, quiet: bool = False,
+                 init: ckpt.TrainedModel | None = None,
+                 checkpoint_folder: str = layout.CHECKPOINTS) -> None:
+        self.data, self.out, self.cfg, self.split = data, out, cfg, split
+        self.device = device or pick_device(cfg.device)
+        self.say = (lambda *_: None) if quiet else log.info
+        self.quiet = quiet
+        self.folder = checkpoint_folder
+        self.loss = MaskedMSE()
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        attributes = load_attributes(data)
+        frames = {g: load_catchment(data, g) for g in split["train"]}
+        if init is not None:  # fine-tuning keeps the regional model's normalisation
+            self.scaler = init.scaler
+        else:
+            self.scaler = Scaler.fit(frames, attributes, cfg.dynamic_inputs,
+                                     cfg.static_attributes, cfg.target, cfg.train_start_date,
+                                     cfg.train_end_date)
+            for note in self.scaler.notes:
+                self.say(f"pretrain: {note}")
+        arrays = [CatchmentArrays.build(g, frames[g], attributes.loc[
+            g, self.scaler.static_attributes].to_numpy(), self.scaler) for g in split["train"]]
+        self.train_windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
+                                           cfg.train_start_date, cfg.train_end_date)
+        self.valid_windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
+                                           cfg.validation_start_date, cfg.validation_end_date)
+        if len(self.train_windows) == 0:
+            raise HybridError("pretrain: no valid training window in any training catchment "
+                              f"between {cfg.train_start_date} and {cfg.train_end_date}")
+        self.val_idx = np.arange(len(self.valid_windows))
+        if cfg.max_validation_samples and len(self.val_idx) > cfg.max_validation_samples:
+            self.val_idx = np.sort(np.random.default_rng(cfg.seed).choice(
+                len(self.val_idx), cfg.max_validation_samples, replace=False))
+        torch.manual_seed(cfg.seed)
+        self.model = RegionalLSTM.from_hparams(hparams(cfg, self.scaler)).to(self.device)
+        if init is not None:
+            self.model.load_state_dict(init.model.state_dict())
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=0.5, patience=cfg.lr_patience)
+        self.state = TrainState(history=[])
+        self.budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else math.inf
+
+    # ----------------------------------------------------------------------- the steps
+    def restore(self) -> bool:
+        """Continue from the newest readable epoch checkpoint, if there is one."""
+        found = ckpt.latest_epoch_state(self.out, self.folder)
+        if found is None:
+            return False
+        epoch, saved = found
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = TrainState.from_dict(saved["state"])
+        self.say(f"pretrain: resuming after epoch {epoch} (best epoch {self.state.best_epoch}, "
+                 f"validation loss {self.state.best_loss:.4f})")
+        return True
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the epoch's sample draw; stops early when the time budget runs out."""
+        cfg = self.cfg
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(self.train_windows))
+        if cfg.max_train_samples_per_epoch:
+            order = order[:cfg.max_train_samples_per_epoch]
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        self.model.train()
+        started, losses, seen, out_of_time = time.monotonic(), [], 0, False
+        n_batches = math.ceil(len(order) / cfg.batch_size)
+        n_last = cfg.predict_last_n
+        with Progress(n_batches, f"pretrain epoch {epoch}/{cfg.epochs}", unit="batch",
+                      quiet=self.quiet, count_failures=False) as bar:
+            for b in range(n_batches):
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x_d, x_s, y = (t.to(self.device) for t in self.train_windows.batch(idx))
+                loss = self.loss.mean(self.model(x_d, x_s)["y_hat"][:, -n_last:, 0], y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip_gradient_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   cfg.clip_gradient_norm)
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+                seen += len(idx)
+                bar.update(extra=f"loss={np.mean(losses[-50:]):.4f}")
+                if self.state.train_seconds + time.monotonic() - started > self.budget:
+                    out_of_time = True
+                    break
+        seconds = time.monotonic() - started
+        self.state.train_seconds += seconds
+        return {"epoch": epoch, "train_loss": float(np.mean(losses)), "samples": seen,
+                "seconds": seconds, "samples_per_second": seen / max(seconds, 1e-9),
+                "out_of_time": out_of_time}
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation loss over the fixed validation sample, and the median NSE over the
+        training catchments of the days it covers (in normalised units: NSE is unchanged by an
+        affine rescaling of obs and sim alike)."""
+        if not len(self.val_idx):
+            return {"validation_loss": math.nan, "validation_nse": math.nan}
+        self.model.eval()
+        n = self.cfg.predict_last_n
+        total, count = 0.0, 0
+        owners, sims, obs = [], [], []
+        batch = max(self.cfg.batch_size, 1024)
+        for start in range(0, len(self.val_idx), batch):
+            idx = self.val_idx[start:start + batch]
+            x_d, x_s, y = (t.to(self.device) for t in self.valid_windows.batch(idx))
+            y_hat = self.model(x_d, x_s)["y_hat"][:, -n:, 0]
+            part_sum, part_count = self.loss(y_hat, y)
+            total += float(part_sum)
+            count += int(part_count)
+            owners.append(np.repeat(self.valid_windows.owners[idx], n))
+            sims.append(y_hat.float().cpu().numpy().reshape(-1))
+            obs.append(y.float().cpu().numpy().reshape(-1))
+        owner, sim, ob = (np.concatenate(a) for a in (owners, sims, obs))
+        scores = [nse(ob[owner == i], sim[owner == i]) for i in np.unique(owner)]
+        finite = [s for s in scores if np.isfinite(s)]
+        return {"validation_loss": total / max(count, 1),
+                "validation_nse": float(np.median(finite)) if finite else math.nan}
+
+    def save_epoch(self, epoch: int) -> None:
+        ckpt.save_object(self.out, layout.epoch_key(epoch, self.folder), {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "state": self.state.to_dict()})
+
+    def stop_reason(self, out_of_time: bool = False) -> str | None:
+        """Why training ends after the current epoch (also checked when resuming, so a run
+        that crashed after its last epoch does not train one more)."""
+        if self.state.bad_epochs >= self.cfg.patience:
+            return f"early stopping: no improvement for {self.cfg.patience} epochs"
+        if out_of_time or self.state.train_seconds > self.budget:
+            return f"time budget of {self.cfg.max_train_minutes} minutes reached"
+        if self.state.epoch >= self.cfg.epochs:
+            return f"all {self.cfg.epochs} epochs done"
+        return None
+
+    def finish(self, final_key: str) -> ckpt.TrainedModel:
+        """Keep the best epoch's weights and write the final checkpoint and the history."""
+        best = self.state.best_state or self.model.state_dict()
+        self.model.load_state_dict(best)
+        self.model.eval()
+        final = {"hparams": hparams(self.cfg, self.scaler), "state_dict": best,
+                 "scaler": self.scaler.to_dict(), "split": self.split,
+                 "best_epoch": self.state.best_epoch, "history": self.state.history,
+                 "config": self.cfg.to_dict()}
+        digest = ckpt.save_object(self.out, final_key, final)
+        history_key = final_key.rsplit("/", 1)[0] + "/history.parquet"
+        self.out.write_table(history_key, pd.DataFrame(self.state.history))
+        return ckpt.TrainedModel(self.model, self.scaler, self.split, self.state.best_epoch,
+                                 self.state.history, digest, self.cfg.to_dict())
+
+    # ----------------------------------------------------------------------- the loop
+    def train(self, final_key: str = layout.FINAL) -> ckpt.TrainedModel:
+        resumed = self.restore()
+        cfg = self.cfg
+        self.say(f"pretrain: {len(self.split['train'])} training catchment(s), "
+                 f"{len(self.train_windows)} training and {len(self.val_idx)} validation "
+                 f"windows, hidden {cfg.hidden_size}, device {self.device}")
+        reason = self.stop_reason() if resumed else None
+        while reason is None:
+            epoch = self.state.epoch + 1
+            row = self.train_epoch(epoch)
+            row.update(self.validate())
+            loss = row["validation_loss"]
+            if not np.isfinite(loss):
+                loss = row["train_loss"]  # no validation window: fall back, and say so below
+            self.scheduler.step(loss)
+            improved = loss < self.state.best_loss
+            if improved:
+                self.state.best_loss, self.state.best_epoch = loss, epoch
+                self.state.bad_epochs = 0
+                self.state.best_state = copy.deepcopy(self.model.state_dict())
+            else:
+                self.state.bad_epochs += 1
+            self.state.epoch = epoch
+            row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+            out_of_time = row.pop("out_of_time")
+            self.state.history.append(row)
+            validation = (f"validation loss {row['validation_loss']:.4f}, median NSE "
+                          f"{row['validation_nse']:.3f}" if np.isfinite(row["validation_loss"])
+                          else "no validation window: best epoch by training loss")
+            self.say(f"pretrain: epoch {epoch} train loss {row['train_loss']:.4f}, {validation}"
+                     f"{' (best)' if improved else ''}, {row['samples_per_second']:.0f} "
+                     "samples/s")
+            self.save_epoch(epoch)
+            reason = self.stop_reason(out_of_time)
+        self.say(f"pretrain: {reason}")
+        trained = self.finish(final_key)
+        self.say(f"pretrain: best epoch {self.state.best_epoch} (validation loss "
+                 f"{self.state.best_loss:.4f}); checkpoint at {self.out.uri(final_key)}")
+        return trained
 
 
 def train_regional(store: Store, cfg: Config, device: str | None = None) -> ckpt.TrainedModel:
     """Train (or resume, or just load) the regional LSTM of the run in ``store``."""
-    return train_lstm(store, store, cfg, catchment_split(store, cfg), device, quiet=False)
-
-
-def train_lstm(data: Store, store: Store, cfg: Config, split: dict[str, list[str]],
-               device: str | None = None, quiet: bool = False) -> ckpt.TrainedModel:
-    """Train an LSTM on ``split["train"]`` read from ``data``; checkpoints go to ``store``.
-
-    The regional model and the catchment-wise baseline (one catchment in ``split["train"]``)
-    are the same procedure with different catchments and sizes, so they share this function.
-    """
     device = device or pick_device(cfg.device)
-    say = (lambda *_: None) if quiet else log
-    if store.exists(ckpt.FINAL):
-        say(f"pretrain: final checkpoint exists at {store.uri(ckpt.FINAL)}; not retraining")
+    if store.exists(layout.FINAL):
+        log.info(f"pretrain: final checkpoint exists at {store.uri(layout.FINAL)}; not "
+                 "retraining")
         return ckpt.load_trained(store, device)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    attributes = load_attributes(data)
-    frames = {g: load_catchment(data, g) for g in split["train"]}
-    scaler = Scaler.fit(frames, attributes, cfg.dynamic_inputs, cfg.static_attributes,
-                        cfg.target, cfg.train_start_date, cfg.train_end_date)
-    arrays = _arrays(split["train"], scaler, attributes, frames)
-    train = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n, cfg.train_start_date,
-                          cfg.train_end_date)
-    valid = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
-                          cfg.validation_start_date, cfg.validation_end_date)
-    if len(train) == 0:
-        raise HybridError("pretrain: no valid training window in any training catchment "
-                          f"between {cfg.train_start_date} and {cfg.train_end_date}")
-    val_idx = np.arange(len(valid))
-    if cfg.max_validation_samples and len(val_idx) > cfg.max_validation_samples:
-        val_idx = np.sort(np.random.default_rng(cfg.seed).choice(
-            len(val_idx), cfg.max_validation_samples, replace=False))
-
-    torch.manual_seed(cfg.seed)
-    model = RegionalLSTM.from_hparams(hparams(cfg, scaler)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=0.5, patience=cfg.lr_patience)
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0,
-             "history": [], "train_seconds": 0.0, "best_state": None}
-    resume = ckpt.latest_epoch(store)
-    if resume is not None:
-        saved = ckpt.load_object(store, ckpt.epoch_key(resume))
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
-        say(f"pretrain: resuming after epoch {resume} (best epoch {state['best_epoch']}, "
-            f"validation loss {state['best_loss']:.4f})")
-    say(f"pretrain: {len(split['train'])} training catchments, {len(train)} training and "
-        f"{len(val_idx)} validation windows, hidden {cfg.hidden_size}, device {device}")
-
-    budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else math.inf
-    n_last = cfg.predict_last_n
-    stop_reason = _stop_reason(state, cfg, budget) if resume is not None else None
-    while stop_reason is None and state["epoch"] < cfg.epochs:
-        epoch = state["epoch"] + 1
-        rng = np.random.default_rng([cfg.seed, epoch])
-        order = rng.permutation(len(train))
-        if cfg.max_train_samples_per_epoch:
-            order = order[:cfg.max_train_samples_per_epoch]
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        model.train()
-        started, losses, seen = time.monotonic(), [], 0
-        n_batches = math.ceil(len(order) / cfg.batch_size)
-        out_of_time = False
-        with Progress(n_batches, f"pretrain epoch {epoch}/{cfg.epochs}", unit="batch",
-                      quiet=quiet) as bar:
-            for b in range(n_batches):
-                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                x_d, x_s, y = (t.to(device) for t in train.batch(idx))
-                loss = masked_mse(model(x_d, x_s)["y_hat"][:, -n_last:, 0], y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_gradient_norm:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_gradient_norm)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                seen += len(idx)
-                bar.update(extra=f"loss={np.mean(losses[-50:]):.4f}")
-                if state["train_seconds"] + time.monotonic() - started > budget:
-                    out_of_time = True
-                    break
-        seconds = time.monotonic() - started
-        state["train_seconds"] += seconds
-        val_loss = evaluate_loss(model, valid, val_idx, max(cfg.batch_size, 1024), device) \
-            if len(val_idx) else float(np.mean(losses))
-        scheduler.step(val_loss)
-        improved = val_loss < state["best_loss"]
-        if improved:
-            state.update(best_loss=val_loss, best_epoch=epoch, bad_epochs=0,
-                         best_state=copy.deepcopy(model.state_dict()))
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        state["history"].append({
-            "epoch": epoch, "train_loss": float(np.mean(losses)), "validation_loss": val_loss,
-            "learning_rate": optimizer.param_groups[0]["lr"], "samples": seen,
-            "seconds": seconds, "samples_per_second": seen / max(seconds, 1e-9)})
-        say(f"pretrain: epoch {epoch} train loss {np.mean(losses):.4f}, validation loss "
-            f"{val_loss:.4f}{' (best)' if improved else ''}, {seen / max(seconds, 1e-9):.0f} "
-            "samples/s")
-        ckpt.save_object(store, ckpt.epoch_key(epoch), {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "state": state})
-        stop_reason = _stop_reason(state, cfg, budget, out_of_time)
-    if stop_reason:
-        say(f"pretrain: {stop_reason}")
-    best_state = state["best_state"] or model.state_dict()
-    model.load_state_dict(best_state)
-    model.eval()
-    final = {"hparams": hparams(cfg, scaler), "state_dict": best_state,
-             "scaler": scaler.to_dict(), "split": split, "best_epoch": state["best_epoch"],
-             "history": state["history"], "config": cfg.to_dict()}
-    ckpt.save_object(store, ckpt.FINAL, final)
-    store.write_table(ckpt.HISTORY, pd.DataFrame(state["history"]))
-    say(f"pretrain: best epoch {state['best_epoch']} (validation loss "
-        f"{state['best_loss']:.4f}); checkpoint at {store.uri(ckpt.FINAL)}")
-    return ckpt.TrainedModel(model, scaler, split, state["best_epoch"], state["history"])
+    return Trainer(store, store, cfg, catchment_split(store, cfg), device).train()

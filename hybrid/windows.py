@@ -11,13 +11,13 @@ NaN, is not a sample.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 import torch
 
-from hybrid.errors import StoreError
+from hybrid.errors import DataError, StoreError
 
 
 @dataclass
@@ -38,24 +38,33 @@ class Scaler:
     target_mean: float
     target_std: float
 
+    #: what the statistics had to work around (a constant input), logged when training
+    notes: list[str] = field(default_factory=list)
+
     @classmethod
     def fit(cls, frames: dict[str, pd.DataFrame], attributes: pd.DataFrame,
             dynamic_inputs: list[str], static_attributes: list[str], target: str,
             start: dt.date, end: dt.date) -> "Scaler":
+        """Statistics over [start, end] of ``frames``; non-finite values count as missing.
+
+        A variable with no finite value is an error naming it; a constant one is centred and
+        left unscaled, and says so in ``notes``: nothing falls back silently.
+        """
         period = [f.loc[pd.Timestamp(start):pd.Timestamp(end)] for f in frames.values()]
-        values = pd.concat([p[dynamic_inputs + [target]] for p in period]).to_numpy(np.float64)
-        mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-        statics = attributes.loc[list(frames), static_attributes].to_numpy(np.float64)
-        s_mean = statics.mean(axis=0) if len(statics) else np.zeros(len(static_attributes))
-        s_std = statics.std(axis=0) if len(statics) else np.ones(len(static_attributes))
+        values = np.array(pd.concat([p[dynamic_inputs + [target]] for p in period]),
+                          dtype=np.float64)  # a copy: pandas' own arrays are read-only
+        values[~np.isfinite(values)] = np.nan
+        statics = np.array(attributes.loc[list(frames), static_attributes], dtype=np.float64)
+        statics[~np.isfinite(statics)] = np.nan
+        where = f"the training period ({start}..{end}) of the {len(frames)} training catchment(s)"
+        notes: list[str] = []
+        mean, std = _stats(values, dynamic_inputs + [target], "variable", where, notes)
+        s_mean, s_std = _stats(statics, static_attributes, "static attribute",
+                               f"the {len(frames)} training catchment(s)", notes)
         return cls(
             dynamic_inputs=list(dynamic_inputs), static_attributes=list(static_attributes),
-            target=target,
-            input_mean=_safe(mean[:-1], 0.0), input_std=_safe_std(std[:-1]),
-            static_mean=_safe(s_mean, 0.0), static_std=_safe_std(s_std),
-            target_mean=float(_safe(mean[-1:], 0.0)[0]),
-            target_std=float(_safe_std(std[-1:])[0]),
-        )
+            target=target, input_mean=mean[:-1], input_std=std[:-1], static_mean=s_mean,
+            static_std=s_std, target_mean=mean[-1], target_std=std[-1], notes=notes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +74,8 @@ class Scaler:
         if not data:
             raise StoreError("checkpoint has no scaler: it cannot encode or evaluate "
                              "(normalisation must come from the run that trained the model)")
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
     def check_inputs(self, dynamic_inputs: list[str], static_attributes: list[str]) -> None:
         """Refuse to apply a model to inputs it was not trained on."""
@@ -92,13 +102,25 @@ class Scaler:
         return np.asarray(y, np.float64) * self.target_std + self.target_mean
 
 
-def _safe(values: np.ndarray, fill: float) -> list[float]:
-    return [float(v) if np.isfinite(v) else fill for v in values]
-
-
-def _safe_std(values: np.ndarray) -> list[float]:
-    # A constant input (e.g. no snow anywhere) must not divide by zero.
-    return [float(v) if np.isfinite(v) and v > 1e-8 else 1.0 for v in values]
+def _stats(values: np.ndarray, names: list[str], kind: str, where: str, notes: list[str]
+           ) -> tuple[list[float], list[float]]:
+    means, stds = [], []
+    for j, name in enumerate(names):
+        column = values[:, j] if values.size else np.zeros(0)
+        finite = column[np.isfinite(column)]
+        if finite.size == 0:
+            raise DataError(f"{kind} {name!r} has no finite value in {where}: it cannot be "
+                            "normalised; remove it from the config or fix the data")
+        mean, std = float(finite.mean()), float(finite.std())
+        if std <= 1e-8 * max(1.0, abs(mean)):
+            # a constant input (e.g. no snow anywhere, or one catchment's attributes) must not
+            # divide by zero; centring it keeps it harmless
+            notes.append(f"{kind} {name!r} is constant ({mean:g}) over {where}: centred, "
+                         "not scaled")
+            std = 1.0
+        means.append(mean)
+        stds.append(std)
+    return means, stds
 
 
 def valid_window_ends(x: np.ndarray, seq_length: int) -> np.ndarray:

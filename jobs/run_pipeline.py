@@ -38,7 +38,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="run config (YAML)")
     parser.add_argument("--stage", default="run",
-                        choices=["prepare", "pretrain", "encode", "decode", "report", "run"])
+                        choices=["prepare", "pretrain", "encode", "baselines", "decode", "score",
+                                 "report", "run", "check"])
     parser.add_argument("--store", help="override the config's store URL")
     parser.add_argument("--run-id", help="override the config's run_id")
     args = parser.parse_args()

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
 
+from hybrid import layout
 from hybrid.config import Config, config_from_dict, load_config, selected_basins
 from hybrid.errors import ConfigError, StoreError
 from hybrid.prepare import dataset_for
-from hybrid.runs import CONFIG_KEY, load_run_config, open_run, run_store
+from hybrid.provenance import config_hash
+from hybrid.runs import load_run_config, open_run, run_store
+
+CONFIG_KEY = layout.CONFIG
 
 GOOD = """\
 run_id: demo
@@ -218,6 +221,10 @@ def test_predict_last_n_longer_than_seq_length(tmp_path: Path) -> None:
         ({"run_id": "a/b"}, "run_id"),
         ({"basins": ["a"], "basin_file": "x.txt"}, "basin"),
         ({"basin_file": "no_such_file.txt"}, "basin_file"),
+        ({"basins": []}, "basins"),
+        ({"basins": ["ok", "../../etc/x"]}, "basins[1]"),
+        ({"basins": ["a b"]}, "basins[0]"),
+        ({"basins": ["x", "x"]}, "basins"),
         ({"resources": {"decoder_num_cpus": 0}}, "resources.decoder_num_cpus"),
     ],
 )
@@ -245,7 +252,7 @@ def test_unknown_dataset_name(tmp_path: Path) -> None:
 # --- the resolved config in the run folder ----------------------------------------------------
 
 
-def test_resolved_config_written_to_run_folder(tmp_path: Path) -> None:
+def test_resolved_config_written_to_run_folder(tmp_path: Path, tiny_config) -> None:
     cfg = tiny_config(str(tmp_path / "store"))
     store = open_run(cfg)
     path = tmp_path / "store" / "t" / CONFIG_KEY
@@ -257,7 +264,7 @@ def test_resolved_config_written_to_run_folder(tmp_path: Path) -> None:
     assert load_run_config(run_store(cfg)) == cfg
 
 
-def test_rerun_with_changed_model_is_refused(any_store) -> None:
+def test_rerun_with_changed_model_is_refused(any_store, tiny_config) -> None:
     cfg = tiny_config(*any_store)
     store = open_run(cfg)
     store.write_text("catchments/_manifest.json", "{}")  # the run has produced something
@@ -272,7 +279,7 @@ def test_rerun_with_changed_model_is_refused(any_store) -> None:
     one_line(excinfo, "decoder")
 
 
-def test_rerun_with_changed_resources_is_allowed(tmp_path: Path) -> None:
+def test_rerun_with_changed_resources_is_allowed(tmp_path: Path, tiny_config) -> None:
     cfg = tiny_config(str(tmp_path / "store"))
     store = open_run(cfg)
     store.write_text("catchments/_manifest.json", "{}")
@@ -282,7 +289,7 @@ def test_rerun_with_changed_resources_is_allowed(tmp_path: Path) -> None:
     assert load_run_config(store).resources.decoder_num_cpus == 4
 
 
-def test_config_may_change_while_run_has_no_outputs(tmp_path: Path) -> None:
+def test_config_may_change_while_run_has_no_outputs(tmp_path: Path, tiny_config) -> None:
     """A run that failed before writing anything (e.g. a typo in basins) can be fixed in place."""
     cfg = tiny_config(str(tmp_path / "store"), basins=["nope"])
     store = open_run(cfg)
@@ -291,17 +298,120 @@ def test_config_may_change_while_run_has_no_outputs(tmp_path: Path) -> None:
     assert load_run_config(store).basins == ["synthetic_000"]
 
 
-def test_credentials_are_not_written_to_the_run_folder(tmp_path: Path) -> None:
-    options = {"endpoint_url": "http://127.0.0.1:9000", "key": "AKIA-SECRET-ID",
-               "secret": "very-secret", "client_kwargs": {"aws_session_token": "tok",
-                                                          "region_name": "eu-west-1"}}
+SECRETS = {
+    # S3 (s3fs / botocore names)
+    "key": "AKIA-SECRET-ID", "secret": "very-secret", "token": "session-tok",
+    "aws_access_key_id": "AKIA-2", "aws_secret_access_key": "secret-2",
+    # Azure (adlfs names)
+    "account_key": "azure-account-key", "sas_token": "sv=azure-sas", "client_secret": "az-cs",
+    "connection_string": "DefaultEndpointsProtocol=https;AccountKey=az-conn",
+    "credential": "az-cred",
+    # GCS (gcsfs names)
+    "private_key": "gcs-private-key",
+    "password": "pw-123",
+}
+
+
+def test_credentials_are_not_written_to_the_run_folder(tmp_path: Path, tiny_config) -> None:
+    """Only an allow-list of non-secret storage options reaches config.yml, whatever the
+    filesystem calls its credentials (S3, Azure-style and GCS-style names)."""
+    options = {"endpoint_url": "http://127.0.0.1:9000", **SECRETS,
+               "client_kwargs": {"aws_session_token": "client-tok", "region_name": "eu-west-1"},
+               "some_future_option": "unknown-value"}
     cfg = tiny_config(str(tmp_path / "store"), options)
-    # a local store ignores the options; only what lands in config.yml matters here
+    # a local store ignores the options; only what lands in the run folder matters here
     store = open_run(cfg)
-    text = store.read_text(CONFIG_KEY)
-    for secret in ("AKIA-SECRET-ID", "very-secret", "tok"):
-        assert secret not in text
-    written = load_run_config(store)
-    assert written.storage_options == {"endpoint_url": "http://127.0.0.1:9000",
-                                       "client_kwargs": {"region_name": "eu-west-1"}}
+    store.write_text("catchments/_manifest.json", "{}")
+    text = "".join(p.read_text(errors="replace") for p in (tmp_path / "store").rglob("*")
+                   if p.is_file())
+    for secret in [*SECRETS.values(), "client-tok", "unknown-value"]:
+        assert secret not in text, secret
+    written = yaml.safe_load(store.read_text(CONFIG_KEY))
+    assert written["storage_options"] == {"endpoint_url": "http://127.0.0.1:9000",
+                                          "client_kwargs": {"region_name": "eu-west-1"}}
     open_run(cfg)  # storage_options may differ from what was written: operational
+    # a run read back by URL gets the credentials of the store it is opened with
+    assert load_run_config(store).storage_options["secret"] == "very-secret"
+
+
+# --- relative paths, periods, provenance -------------------------------------------------------
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "basins.txt").write_text("synthetic_000\n# a comment\nsynthetic_001\n")
+    (folder / "run.yml").write_text(GOOD.format(store="../runs")
+                                    + "data_dir: ../data\nbasin_file: basins.txt\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(folder / "run.yml")
+    assert cfg.store == str(tmp_path / "runs")
+    assert cfg.data_dir == str(tmp_path / "data")
+    # the file is read once, into basins: no worker needs it later
+    assert cfg.basins == ["synthetic_000", "synthetic_001"] and cfg.basin_file is None
+    assert config_from_dict(cfg.to_dict()) == cfg
+    # URLs are left alone
+    url = load_config(folder / "run.yml", {"store": "s3://bucket/x"})
+    assert url.store == "s3://bucket/x"
+
+
+@pytest.mark.parametrize(("periods", "key"), [
+    ({"train_end_date": "1998-06-30"}, "validation_start_date"),
+    ({"validation_end_date": "1999-02-01"}, "test_start_date"),
+    ({"test_start_date": "1997-01-01", "test_end_date": "1997-12-31"}, "test_start_date"),
+])
+def test_overlapping_periods_are_refused_unless_allowed(tmp_path: Path, periods: dict,
+                                                         key: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, **periods))
+    one_line(excinfo, key, "overlaps", "allow_period_overlap")
+    cfg = config_from_dict(base(tmp_path, allow_period_overlap=True, **periods))
+    assert cfg.allow_period_overlap
+
+
+def test_provenance_recorded_and_ignored_on_load(tmp_path: Path, tiny_config) -> None:
+    import hybrid
+    from hybrid.provenance import git_commit
+
+    cfg = tiny_config(str(tmp_path / "store"))
+    store = open_run(cfg)
+    written = yaml.safe_load(store.read_text(CONFIG_KEY))
+    assert written["_provenance"]["hybrid_version"] == hybrid.__version__
+    assert written["_provenance"]["git_commit"] == git_commit()
+    assert written["_provenance"]["config_hash"] == config_hash(cfg.to_dict())
+    # a user who copies the run's config.yml as a new config gets the same run
+    assert config_from_dict(written) == cfg.replace(storage_options={})
+
+
+def test_missing_config_yml_still_refuses_another_model(tmp_path: Path, tiny_config) -> None:
+    """The stage manifests record the config hash: losing config.yml opens no hole."""
+    from hybrid.partitions import write_manifest
+
+    cfg = tiny_config(str(tmp_path / "store"))
+    store = open_run(cfg)
+    write_manifest(store, layout.CATCHMENTS, "prepare",
+                   {"stage": "prepare", "config": config_hash(cfg.to_dict())}, {})
+    store.delete(CONFIG_KEY)
+    with pytest.raises(StoreError) as excinfo:
+        open_run(cfg.replace(hidden_size=16))
+    one_line(excinfo, "no readable config.yml", "catchments/", "new run_id")
+    open_run(cfg)  # the same config is fine, and config.yml is written again
+    assert store.exists(CONFIG_KEY)
+
+
+def test_damaged_config_yml_is_checked_against_the_manifests(tmp_path: Path, tiny_config,
+                                                              capsys) -> None:
+    from hybrid.partitions import write_manifest
+
+    cfg = tiny_config(str(tmp_path / "store"))
+    store = open_run(cfg)
+    write_manifest(store, layout.CATCHMENTS, "prepare",
+                   {"stage": "prepare", "config": config_hash(cfg.to_dict())}, {})
+    store.write_text(CONFIG_KEY, "run_id: [unclosed\n")
+    with pytest.raises(StoreError):
+        open_run(cfg.replace(hidden_size=16))
+    open_run(cfg)
+    assert "config.yml is damaged (not valid YAML)" in capsys.readouterr().err
+    assert load_run_config(store) == cfg.replace(storage_options={})

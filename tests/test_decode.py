@@ -1,9 +1,9 @@
-"""Per-catchment decoders (hybrid.decoders) and the decode unit of work (hybrid.decode), no Ray.
+"""Per-catchment decoders (hybrid.decoders), the decode unit (hybrid.decode) and scoring
+(hybrid.score), without Ray.
 
-A tiny synthetic run is prepared, pre-trained and encoded once for the module with the plain
-functions the Ray actor hosts; every test decodes from its encoded partitions. Expected metrics
-are recomputed from the written predictions files with ``hybrid.metrics``, never taken from the
-code under test.
+A tiny synthetic run is prepared, pre-trained and encoded once for the module; every test decodes
+from its encoded partitions into a scratch copy. Expected metrics are recomputed from the written
+predictions files with ``hybrid.metrics``, never taken from the code under test.
 """
 
 from __future__ import annotations
@@ -14,49 +14,59 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
 
-from hybrid import checkpoints as ckpt
-from hybrid.decode import (
-    BASELINE_KEY,
-    METRICS,
-    PREDICTIONS,
-    decode_catchment,
-    failure_rows,
-    metrics_key,
-)
+from hybrid import layout, partitions
+from hybrid.decode import decode_catchment, decode_one, decode_stamp
 from hybrid.decoders import check_decoder, decoder_names, make_decoder
-from hybrid.encode import CatchmentEncoder, write_encoded_manifest
-from hybrid.encoding import encoded_key, feature_columns
-from hybrid.errors import ConfigError
+from hybrid.encode import encode_stage
+from hybrid.errors import ConfigError, SkipCatchment
 from hybrid.metrics import METRICS as METRIC_FUNCTIONS
 from hybrid.metrics import kge_2012, nse
-from hybrid.pipeline import stage_prepare
-from hybrid.prepare import partition_key
-from hybrid.runs import run_store
+from hybrid.pipeline import model_sha
+from hybrid.prepare import prepare
+from hybrid.runner import Context, SerialExecutor, run_stage
+from hybrid.runs import open_run
+from hybrid.score import score_one, score_stamp
 from hybrid.storage import Store
-from hybrid.summary import aggregate, collect
-from hybrid.training import train_regional
+from hybrid.training import catchment_split, train_regional
 
 HIDDEN = 8
 SMALL = {"rf": {"n_estimators": 10}, "extra_trees": {"n_estimators": 10},
          "hist_gradient_boosting": {"max_iter": 20}}
 
 
+def encoded_key(gauge: str) -> str:
+    return layout.partition_key(layout.ENCODED, gauge)
+
+
+def predictions_key(gauge: str) -> str:
+    return layout.partition_key(layout.PREDICTIONS, gauge)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_config):
     """(store, cfg, split): 4 synthetic catchments, 3 in training, encoded with a 1-epoch LSTM."""
-    cfg = tiny_config(str(tmp_path_factory.mktemp("dec")), epochs=1, seq_length=60,
-                      hidden_size=HIDDEN, num_threads=1)
-    stage_prepare(cfg)
-    store = run_store(cfg)
-    trained = train_regional(store, cfg)
-    encoder = CatchmentEncoder(store, cfg, trained, "cpu")
-    gauges = sorted(store.read_json("catchments/_manifest.json")["catchments"])
-    results = [encoder(g) for g in gauges]
-    assert all(r["status"] == "done" for r in results)
-    write_encoded_manifest(store, cfg, results)
-    return store, cfg, store.read_json(ckpt.SPLIT)
+    cfg = tiny_config(str(tmp_path_factory.mktemp("dec")), epochs=1, hidden_size=HIDDEN)
+    store = open_run(cfg)
+    prepare(cfg, store)
+    train_regional(store, cfg)
+    gauges = sorted(partitions.read_manifest(store, layout.CATCHMENTS)["catchments"])
+    result = run_stage(encode_stage(cfg, model_sha(store)), Context.of(store, cfg), gauges,
+                       SerialExecutor())
+    assert sorted(result.done) == gauges
+    return store, cfg, catchment_split(store, cfg)
+
+
+def _copy(store: Store, gauge: str, tmp_path, name: str = "copy") -> Store:
+    out = Store(str(tmp_path / name))
+    out.write_bytes(encoded_key(gauge), store.read_bytes(encoded_key(gauge)))
+    return out
+
+
+def _context(store: Store, cfg, split: dict) -> Context:
+    sha = "m" * 64
+    return Context.of(store, cfg, in_training=frozenset(split["train"]),
+                      decode_stamp=decode_stamp(cfg, sha), score_stamp=score_stamp(cfg, sha))
 
 
 def _one(split: dict, group: str) -> str:
@@ -108,18 +118,19 @@ def test_unknown_decoder_name_is_a_config_error() -> None:
         make_decoder("xgboost", {})
 
 
-# ---------------------------------------------------------------------------- decode_catchment
+# ---------------------------------------------------------------------------- decode + score
 
 
 @pytest.mark.parametrize("group", ["in", "out"])
-def test_decode_writes_test_predictions_and_one_row_per_model(run, group: str) -> None:
+def test_decode_writes_test_predictions_and_score_one_row_per_model(run, group, tmp_path):
     store, cfg, split = run
     gauge = _one(split, group)
-    rows = decode_catchment(store, cfg, gauge, gauge in split["train"])
+    out = _copy(store, gauge, tmp_path)
+    result = decode_one(_context(out, cfg, split), {"node_id": "here"}, gauge)
 
-    pred = store.read_frame(partition_key(PREDICTIONS, gauge))
-    assert list(pred.columns) == ["date", "observed", "regional", "hybrid"]
-    encoded = store.read_frame(encoded_key(gauge))
+    pred = out.read_frame(predictions_key(gauge))
+    assert list(pred.columns) == ["date", "observed", "regional", "hybrid"]  # no gauge_id
+    encoded = out.read_frame(encoded_key(gauge))
     test = encoded[encoded["split"] == "test"].reset_index(drop=True)
     assert len(pred) == len(test) > 300
     assert (pred["date"] >= pd.Timestamp(cfg.test_start_date)).all()
@@ -129,10 +140,12 @@ def test_decode_writes_test_predictions_and_one_row_per_model(run, group: str) -
     np.testing.assert_array_equal(pred["regional"].to_numpy(), test["regional"].to_numpy())
     assert pred["hybrid"].dtype == np.float32 and np.isfinite(pred["hybrid"]).all()
 
-    metrics = store.read_frame(metrics_key(gauge))
-    pd.testing.assert_frame_equal(metrics, rows)
+    metrics = out.read_frame(layout.partition_key(layout.METRICS, gauge))
+    assert "gauge_id" not in metrics  # the folder name carries it
+    rows = pd.DataFrame(result["rows"])
+    assert (rows["gauge_id"] == gauge).all()
+    pd.testing.assert_frame_equal(metrics, rows.drop(columns="gauge_id"))
     assert sorted(metrics["model"]) == ["hybrid", "regional"]
-    assert (metrics["gauge_id"] == gauge).all() and (metrics["status"] == "done").all()
     assert set(METRIC_FUNCTIONS) <= set(metrics.columns)
     # the flag is the split the LSTM was trained with, as recorded in the run
     assert (metrics["in_training"] == (gauge in split["train"])).all()
@@ -143,91 +156,96 @@ def test_decode_writes_test_predictions_and_one_row_per_model(run, group: str) -
         sim = pred[model].to_numpy(np.float64)
         assert by_model.loc[model, "nse"] == pytest.approx(nse(obs, sim), rel=1e-12, abs=1e-12)
         assert by_model.loc[model, "kge_2012"] == pytest.approx(kge_2012(obs, sim), abs=1e-12)
-    assert np.isfinite(by_model.loc["hybrid", "nse"])
     n_train = int(np.isfinite(encoded.loc[encoded["split"] == "train", "observed"]).sum())
     assert (metrics["n_train"] == n_train).all() and n_train > 500
     assert (metrics["n_test"] == int(np.isfinite(obs).sum())).all()
     assert by_model.loc["hybrid", "fit_seconds"] > 0
     assert np.isnan(by_model.loc["regional", "fit_seconds"])  # the LSTM is not fitted here
+    assert (metrics["node_id"] == "here").all()
+    records = result["records"]
+    assert records[layout.PREDICTIONS]["rows"] == len(pred)
+    assert records[layout.METRICS]["rows"] == 2
 
 
-def test_hybrid_learns_from_the_features(run) -> None:
+def test_hybrid_learns_from_the_features(run, tmp_path) -> None:
     """On the synthetic data a forest on the encoder's states beats the 1-epoch LSTM's head."""
     store, cfg, split = run
     gauge = _one(split, "in")
-    metrics = decode_catchment(store, cfg, gauge, True).set_index("model")
+    out = _copy(store, gauge, tmp_path)
+    rows = pd.DataFrame(decode_one(_context(out, cfg, split), {}, gauge)["rows"])
+    metrics = rows.set_index("model")
     assert metrics.loc["hybrid", "nse"] > max(0.3, metrics.loc["regional", "nse"])
 
 
-def test_rerun_overwrites_the_same_keys(run) -> None:
+def test_rerun_overwrites_the_same_keys_with_the_same_forest(run, tmp_path) -> None:
     store, cfg, split = run
     gauge = _one(split, "out")
-    first = decode_catchment(store, cfg, gauge, False)
-    pred = store.read_bytes(partition_key(PREDICTIONS, gauge))
-    second = decode_catchment(store, cfg, gauge, False)
-    assert store.listdir(f"{PREDICTIONS}/gauge_id={gauge}") == ["part-0.parquet"]
-    assert store.listdir(f"{METRICS}/gauge_id={gauge}") == ["part-0.parquet"]
-    assert store.read_bytes(partition_key(PREDICTIONS, gauge)) == pred  # seeded: same forest
-    pd.testing.assert_frame_equal(first.drop(columns="fit_seconds"),
-                                  second.drop(columns="fit_seconds"))
+    out = _copy(store, gauge, tmp_path)
+    context = _context(out, cfg, split)
+    decode_catchment(context, gauge)
+    first = out.read_bytes(predictions_key(gauge))
+    decode_catchment(context, gauge)
+    assert out.listdir(f"{layout.PREDICTIONS}/gauge_id={gauge}") == ["part-0.parquet"]
+    again = out.read_frame(predictions_key(gauge))
+    pd.testing.assert_frame_equal(again, pd.read_parquet(io.BytesIO(first)))  # seeded
 
 
 @pytest.mark.parametrize("name", ["extra_trees", "hist_gradient_boosting"])
-def test_other_decoders_through_decode_catchment(run, name: str) -> None:
+def test_other_decoders_through_decode(run, name: str, tmp_path) -> None:
     store, cfg, split = run
     gauge = _one(split, "in")
-    other = cfg.replace(decoder={"name": name, "params": SMALL[name]})
-    out = store.child(f"alt-{name}")
-    out.write_bytes(encoded_key(gauge), store.read_bytes(encoded_key(gauge)))
-    metrics = decode_catchment(out, other, gauge, True, n_jobs=2).set_index("model")
-    pred = out.read_frame(partition_key(PREDICTIONS, gauge))
+    other = cfg.replace(decoder={"name": name, "params": SMALL[name]},
+                        resources={"executor": "local", "decoder_num_cpus": 2})
+    out = _copy(store, gauge, tmp_path)
+    metrics = pd.DataFrame(decode_one(_context(out, other, split), {}, gauge)["rows"])
+    metrics = metrics.set_index("model")
+    pred = out.read_frame(predictions_key(gauge))
     assert metrics.loc["hybrid", "nse"] == pytest.approx(
         nse(pred["observed"].to_numpy(np.float64), pred["hybrid"].to_numpy(np.float64)))
     assert np.isfinite(metrics.loc["hybrid", "nse"])
 
 
-def test_models_are_kept_only_when_asked(run) -> None:
+def test_models_are_kept_only_when_asked(run, tmp_path) -> None:
     store, cfg, split = run
     gauge = _one(split, "in")
-    decode_catchment(store, cfg, gauge, True)
-    assert not store.exists("decoders")
+    out = _copy(store, gauge, tmp_path)
+    decode_catchment(_context(out, cfg, split), gauge)
+    assert not out.exists("decoders")
 
     keep = cfg.replace(decoder={**cfg.to_dict()["decoder"], "keep_models": True})
-    out = store.child("keep")
-    out.write_bytes(encoded_key(gauge), store.read_bytes(encoded_key(gauge)))
-    decode_catchment(out, keep, gauge, True)
+    kept = _copy(store, gauge, tmp_path, "keep")
+    decode_catchment(_context(kept, keep, split), gauge)
     key = f"decoders/gauge_id={gauge}/model.joblib"
-    assert out.listdir("decoders") == [f"gauge_id={gauge}"]
-    model = joblib.load(io.BytesIO(out.read_bytes(key)))
+    assert kept.listdir("decoders") == [f"gauge_id={gauge}"]
+    model = joblib.load(io.BytesIO(kept.read_bytes(key)))
     assert model.n_estimators == 10
     # the kept model is the one that made the predictions file
-    encoded = out.read_frame(encoded_key(gauge))
+    encoded = kept.read_frame(encoded_key(gauge))
     test = encoded[encoded["split"] == "test"]
-    pred = out.read_frame(partition_key(PREDICTIONS, gauge))
+    pred = kept.read_frame(predictions_key(gauge))
     np.testing.assert_allclose(
-        model.predict(test[feature_columns(HIDDEN)].to_numpy(np.float32)),
+        model.predict(test[layout.feature_columns(HIDDEN)].to_numpy(np.float32)),
         pred["hybrid"].to_numpy(), rtol=1e-6)
 
 
-def test_catchment_wise_predictions_join_when_present(run) -> None:
+def test_baseline_predictions_join_the_scoring(run, tmp_path) -> None:
     store, cfg, split = run
     gauge = _one(split, "out")
     with_cw = cfg.replace(baselines={"catchment_wise": True})
-    out = store.child("cw")
-    out.write_bytes(encoded_key(gauge), store.read_bytes(encoded_key(gauge)))
+    out = _copy(store, gauge, tmp_path)
+    context = _context(out, with_cw, split)
+    decode_catchment(context, gauge)
     encoded = out.read_frame(encoded_key(gauge))
     test = encoded[encoded["split"] == "test"]
     site = pd.DataFrame({"date": test["date"].to_numpy(),
-                         "catchment_wise": test["observed"].to_numpy(np.float32) * 0.9,
-                         "train_seconds": np.full(len(test), 12.5, np.float32)})
-    out.write_table(partition_key(BASELINE_KEY, gauge), site)
-    metrics = decode_catchment(out, with_cw, gauge, False).set_index("model")
-    pred = out.read_frame(partition_key(PREDICTIONS, gauge))
-    assert list(pred.columns) == ["date", "observed", "regional", "hybrid", "catchment_wise"]
+                         "catchment_wise": test["observed"].to_numpy(np.float32) * 0.9})
+    partitions.write_partition(out, layout.baseline_predictions("catchment_wise"), gauge, site,
+                               {"stage": "catchment_wise"}, {"fit_seconds": 12.5})
+    metrics = pd.DataFrame(score_one(context, {}, gauge)["rows"]).set_index("model")
     assert sorted(metrics.index) == ["catchment_wise", "hybrid", "regional"]
     assert metrics.loc["catchment_wise", "fit_seconds"] == pytest.approx(12.5)
-    assert metrics.loc["catchment_wise", "nse"] == pytest.approx(
-        nse(pred["observed"].to_numpy(np.float64), pred["catchment_wise"].to_numpy(np.float64)))
+    obs = test["observed"].to_numpy(np.float64)
+    assert metrics.loc["catchment_wise", "nse"] == pytest.approx(nse(obs, obs * 0.9), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------- failures
@@ -241,67 +259,18 @@ def test_no_observed_training_day_raises_and_writes_nothing(run, tmp_path) -> No
     broken = Store(str(tmp_path / "broken"))
     broken.write_table(encoded_key(gauge), table)
     with pytest.raises(ValueError, match="only 0 observed training days"):
-        decode_catchment(broken, cfg, gauge, True)
-    assert broken.partitions(METRICS) == [] and broken.partitions(PREDICTIONS) == []
+        decode_one(_context(broken, cfg, split), {}, gauge)
+    assert not broken.exists(layout.PREDICTIONS) and not broken.exists(layout.METRICS)
 
     no_test = store.read_frame(encoded_key(gauge))
     broken.write_table(encoded_key(gauge), no_test[no_test["split"] != "test"])
-    with pytest.raises(ValueError, match="no encoded day in the test period"):
-        decode_catchment(broken, cfg, gauge, True)
+    with pytest.raises(SkipCatchment, match="no encoded day in the test period"):
+        decode_one(_context(broken, cfg, split), {}, gauge)
 
 
-def test_failure_rows_and_summary(run, tmp_path) -> None:
-    store, cfg, split = run
-    out = Store(str(tmp_path / "sum"))
-    gauges = split["train"][:2]
-    for g in gauges:
-        out.write_bytes(encoded_key(g), store.read_bytes(encoded_key(g)))
-        decode_catchment(out, cfg, g, True)
-    bad = split["out_of_training"][0]
-    try:
-        raise ValueError("only 0 observed training days\n")
-    except ValueError as err:
-        failure = failure_rows(bad, False, err)
-    assert failure.to_dict("records") == [{
-        "gauge_id": bad, "model": "hybrid", "in_training": False, "status": "failed",
-        "error": "ValueError: only 0 observed training days"}]
-    # a stale failure record for a catchment that has since finished is dropped
-    stale = failure_rows(gauges[0], True, RuntimeError("old"))
-    summary = collect(out, [failure, stale])
-    assert len(summary) == 2 * 2 + 1
-    assert summary.loc[summary.gauge_id == bad, "status"].tolist() == ["failed"]
-    assert (summary.loc[summary.gauge_id != bad, "status"] == "done").all()
-    assert np.isnan(summary.loc[summary.gauge_id == bad, "nse"]).all()
-    agg = aggregate(summary)
-    nse_all = agg[(agg.metric == "nse") & (agg.group == "all")].set_index("model")
-    assert nse_all.loc["hybrid", "n"] == 2  # the failed catchment is not counted
-    done = summary[(summary.status == "done") & (summary.model == "hybrid")]
-    assert nse_all.loc["hybrid", "median"] == pytest.approx(done["nse"].median())
-
-
-def test_bad_decoder_params_stop_a_run_before_any_work(tmp_path) -> None:
+def test_bad_decoder_params_stop_a_run_before_any_work(tmp_path, tiny_config) -> None:
     """Refused when the config is loaded, before an hour of pre-training."""
     with pytest.raises(ConfigError, match=r"decoder\.params: .*min_samples_leaf"):
         tiny_config(str(tmp_path / "store"),
                     decoder={"name": "rf", "params": {"min_samples_leaf": 0}})
     assert not (tmp_path / "store").exists()
-
-
-def test_summary_when_every_catchment_failed(tmp_path) -> None:
-    """The aggregate keeps its columns and types, and the report still renders."""
-    import pyarrow.parquet as pq
-
-    from hybrid.report import write_report
-    from hybrid.summary import AGGREGATE, write_summary
-
-    out = Store(str(tmp_path / "failed"))
-    summary, agg = write_summary(out, [failure_rows("g1", True, ValueError("boom"))])
-    assert summary[["gauge_id", "status", "error"]].to_dict("records") == [
-        {"gauge_id": "g1", "status": "failed", "error": "ValueError: boom"}]
-    assert agg.empty
-    schema = pq.read_schema(out.path(AGGREGATE))
-    assert schema.names == ["model", "group", "metric", "n", "median", "mean", "q25", "q75"]
-    assert str(schema.field("n").type) == "int64" and str(schema.field("median").type) == "double"
-    write_report(out, tiny_config(str(tmp_path)))
-    report = out.read_text("report/report.md")
-    assert "no finished catchment" in report and "- g1: ValueError: boom" in report

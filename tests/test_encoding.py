@@ -15,24 +15,16 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
-from conftest import tiny_config
 
 from hybrid import checkpoints as ckpt
-from hybrid.encode import CatchmentEncoder, write_encoded_manifest
-from hybrid.encoding import (
-    MANIFEST,
-    NoValidWindow,
-    encode_catchment,
-    encode_exact,
-    encode_streaming,
-    encoded_days,
-    encoded_key,
-    feature_columns,
-)
-from hybrid.errors import ConfigError, StoreError
-from hybrid.pipeline import stage_prepare
-from hybrid.prepare import ATTRIBUTES, load_attributes, load_catchment, partition_key
-from hybrid.runs import run_store
+from hybrid import layout, partitions
+from hybrid.encode import encode_one, encode_stage, setup_encoder
+from hybrid.encoding import encode_catchment, encode_exact, encode_streaming, encoded_days
+from hybrid.errors import ConfigError, SkipCatchment, StoreError
+from hybrid.layout import feature_columns
+from hybrid.prepare import load_attributes, load_catchment, prepare
+from hybrid.runner import Context, SerialExecutor, run_stage
+from hybrid.runs import open_run
 from hybrid.storage import Store
 from hybrid.training import train_regional
 from hybrid.windows import CatchmentArrays
@@ -42,12 +34,16 @@ SEQ = 60
 HIDDEN = 8
 
 
+def encoded_key(gauge: str) -> str:
+    return layout.partition_key(layout.ENCODED, gauge)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_config):
     cfg = tiny_config(str(tmp_path_factory.mktemp("enc")), epochs=1, seq_length=SEQ,
-                      hidden_size=HIDDEN, num_threads=1)
-    stage_prepare(cfg)
-    store = run_store(cfg)
+                      hidden_size=HIDDEN)
+    store = open_run(cfg)
+    prepare(cfg, store)
     train_regional(store, cfg)
     return store, cfg, ckpt.load_trained(store)
 
@@ -110,10 +106,6 @@ def test_exact_and_streaming_agree_on_the_last_window(run) -> None:
                                   arrays.static)
         streaming = encode_streaming(trained.model, trimmed, np.array([SEQ - 1]), SEQ)
         np.testing.assert_allclose(streaming, exact, rtol=0, atol=1e-6)
-        # over the whole series the streaming state has seen more than one window: it may differ
-        # (BENCHMARKS.md measures by how much), but must stay a hidden state
-        full = encode_streaming(trained.model, arrays, np.array([last]), SEQ)
-        assert np.abs(full).max() <= 1.0
 
 
 def test_streaming_restarts_after_an_input_gap(run) -> None:
@@ -151,10 +143,15 @@ def test_encoded_partition_schema_and_values(run, encoder: str) -> None:
     store, cfg, trained = run
     cfg = cfg.replace(encoder=encoder, encode_batch_size=100)
     frame, static, arrays = _arrays(store, trained)
-    result = CatchmentEncoder(store, cfg, trained, "cpu")(GAUGE)
-    assert result["status"] == "done"
+    context = Context.of(store, cfg)
+    result = encode_one(context, setup_encoder(context, trained), GAUGE)
     table = store.read_table(encoded_key(GAUGE))
-    assert result["rows"] == table.num_rows
+    record = result["records"][layout.ENCODED]
+    assert record["rows"] == table.num_rows
+    assert record["bytes"] == store.sizes(layout.ENCODED)[encoded_key(GAUGE)]
+    # the partition names the model it was made with: another model's features never pass
+    stamp = partitions.read_footer_json(store, encoded_key(GAUGE))
+    assert stamp["model"] == trained.sha256 and len(trained.sha256) == 64
     assert table.column_names == ["date", "split", "observed", "regional",
                                   *feature_columns(HIDDEN)]
     assert feature_columns(3) == ["h_0", "h_1", "h_2"]
@@ -193,10 +190,6 @@ def test_encoded_partition_schema_and_values(run, encoder: str) -> None:
     assert trained.scaler.target_std != pytest.approx(1.0)
     assert trained.scaler.target_mean != pytest.approx(0.0)
 
-    manifest = write_encoded_manifest(store, cfg, [result])
-    assert store.read_json(MANIFEST) == manifest
-    assert manifest["catchments"] == [GAUGE] and manifest["hidden_size"] == HIDDEN
-
 
 def test_unknown_encoder_is_a_config_error(run) -> None:
     store, cfg, trained = run
@@ -210,47 +203,49 @@ def test_unknown_encoder_is_a_config_error(run) -> None:
 
 def test_checkpoint_without_scaler_is_refused(run, tmp_path: Path) -> None:
     store, _, _ = run
-    final = ckpt.load_object(store, ckpt.FINAL)
+    final = ckpt.load_object(store, layout.FINAL)
     broken = Store(str(tmp_path / "broken"))
-    ckpt.save_object(broken, ckpt.FINAL, {k: v for k, v in final.items() if k != "scaler"})
+    ckpt.save_object(broken, layout.FINAL, {k: v for k, v in final.items() if k != "scaler"})
     with pytest.raises(StoreError, match="scaler"):
         ckpt.load_trained(broken)
-    ckpt.save_object(broken, ckpt.FINAL, {**final, "scaler": None})
+    ckpt.save_object(broken, layout.FINAL, {**final, "scaler": None})
     with pytest.raises(StoreError, match="scaler"):
         ckpt.load_trained(broken)
-    ckpt.save_object(broken, ckpt.FINAL, {k: v for k, v in final.items() if k != "state_dict"})
+    ckpt.save_object(broken, layout.FINAL,
+                     {k: v for k, v in final.items() if k != "state_dict"})
     with pytest.raises(StoreError, match="state_dict"):
         ckpt.load_trained(broken)
-    broken.write_bytes(ckpt.FINAL, b"not a checkpoint")
+    broken.write_bytes(layout.FINAL, b"not a checkpoint")
     with pytest.raises(StoreError, match="not a readable checkpoint"):
         ckpt.load_trained(broken)
     with pytest.raises(StoreError, match="pretrain"):
         ckpt.load_trained(Store(str(tmp_path / "empty")))
 
 
-def test_catchment_without_a_valid_window_is_skipped(run) -> None:
+def test_catchment_without_a_valid_window_is_skipped(run, tmp_path: Path) -> None:
     store, cfg, trained = run
     frame, static, _ = _arrays(store, trained)
     bad = frame.copy()
     bad.loc[bad.index[::40], cfg.dynamic_inputs[0]] = np.nan  # a gap every 40 < 60 days
-    with pytest.raises(NoValidWindow, match="synthetic_bad"):
+    with pytest.raises(SkipCatchment, match="synthetic_bad: no day of the test period"):
         encode_catchment(trained, cfg, "synthetic_bad", bad, static)
 
-    # through the unit of work: recorded as skipped, nothing written, the manifest says why
+    # through the stage: recorded as skipped with its reason, nothing written, the others done
+    copy = Store(str(tmp_path / "copy"))
+    for key in (layout.ATTRIBUTES, layout.FINAL, layout.partition_key(layout.CATCHMENTS, GAUGE)):
+        copy.write_bytes(key, store.read_bytes(key))
     bad[cfg.dynamic_inputs] = np.nan
-    store.write_table(partition_key("catchments", "synthetic_bad"), bad.reset_index())
+    copy.write_table(layout.partition_key(layout.CATCHMENTS, "synthetic_bad"), bad.reset_index())
     attributes = load_attributes(store)
     attributes.loc["synthetic_bad"] = attributes.loc[GAUGE]
-    store.write_table(ATTRIBUTES, attributes.reset_index())
-    try:
-        result = CatchmentEncoder(store, cfg, trained, "cpu")("synthetic_bad")
-    finally:
-        store.write_table(ATTRIBUTES, attributes.drop(index="synthetic_bad").reset_index())
-        store.delete("catchments/gauge_id=synthetic_bad", recursive=True)
-    assert result["status"] == "skipped" and "synthetic_bad" in result["reason"]
-    assert not store.exists(encoded_key("synthetic_bad"))
-    manifest = write_encoded_manifest(store, cfg, [result])
-    assert manifest["catchments"] == [] and "synthetic_bad" in manifest["skipped"]
+    copy.write_table(layout.ATTRIBUTES, attributes.reset_index())
+    result = run_stage(encode_stage(cfg, trained.sha256), Context.of(copy, cfg),
+                       [GAUGE, "synthetic_bad"], SerialExecutor())
+    assert list(result.done) == [GAUGE]
+    assert "no day of the test period" in result.skipped["synthetic_bad"]
+    assert not copy.exists(encoded_key("synthetic_bad"))
+    manifest = copy.read_json(layout.manifest_key(layout.ENCODED))
+    assert list(manifest["catchments"]) == [GAUGE] and "synthetic_bad" in manifest["skipped"]
 
 
 def test_mismatched_input_features_are_refused(run) -> None:
@@ -258,7 +253,7 @@ def test_mismatched_input_features_are_refused(run) -> None:
     frame, static, _ = _arrays(store, trained)
     fewer = cfg.replace(dynamic_inputs=cfg.dynamic_inputs[:2])
     with pytest.raises(StoreError, match="dynamic_inputs"):
-        CatchmentEncoder(store, fewer, trained, "cpu")
+        setup_encoder(Context.of(store, fewer), trained)
     with pytest.raises(StoreError, match="dynamic_inputs"):
         encode_catchment(trained, fewer, GAUGE, frame, static)
     reordered = cfg.replace(dynamic_inputs=cfg.dynamic_inputs[::-1])
@@ -266,4 +261,4 @@ def test_mismatched_input_features_are_refused(run) -> None:
         encode_catchment(trained, reordered, GAUGE, frame, static)
     statics = cfg.replace(static_attributes=cfg.static_attributes[:-1])
     with pytest.raises(StoreError, match="static_attributes"):
-        CatchmentEncoder(store, statics, trained, "cpu")
+        setup_encoder(Context.of(store, statics), trained)

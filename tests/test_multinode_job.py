@@ -27,9 +27,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, caravan_config, tiny_config
-
-from hybrid import cluster as hybrid_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
@@ -193,6 +190,9 @@ def bucket(s3_endpoint) -> tuple[str, str]:
     return name, s3_endpoint
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _working_dir(root: Path, cfg) -> Path:
     """What the job ships: the package, the entrypoints and the run config."""
     for folder in ("hybrid", "jobs"):
@@ -233,7 +233,7 @@ def _aws_env(endpoint: str) -> dict[str, str]:
 
 
 def test_pipeline_job_places_encoder_on_gpu_node_and_decoders_on_cpu_node(
-        ray_cluster: LocalCluster, bucket, caravan_dir, tmp_path) -> None:
+        ray_cluster: LocalCluster, bucket, caravan_dir, caravan_config, tmp_path) -> None:
     import pandas as pd
     import s3fs
 
@@ -241,18 +241,18 @@ def test_pipeline_job_places_encoder_on_gpu_node_and_decoders_on_cpu_node(
     run_id = "mn-" + uuid.uuid4().hex[:8]
     # Credentials reach the job through its environment only, as on a real cluster.
     cfg = caravan_config(
-        f"s3://{name}/runs", caravan_dir.resolve(), GAUGES, run_id=run_id,
+        caravan_dir.resolve(), GAUGES, store=f"s3://{name}/runs", run_id=run_id,
         storage_options={"endpoint_url": endpoint},
         seq_length=60, hidden_size=8, epochs=1, max_train_samples_per_epoch=1000,
         max_validation_samples=500, decoder={"name": "rf", "params": {"n_estimators": 10}},
-        resources={"encoder_num_gpus": "auto",
+        resources={"executor": "ray", "encoder_num_gpus": "auto",
                    "decoder_custom_resources": {"decoder_node": 1}})
     status, logs = _run_job(ray_cluster, _working_dir(tmp_path, cfg), _aws_env(endpoint))
     assert status == "SUCCEEDED", f"job {status}; logs:\n{logs[-8000:]}"
 
     run = f"{name}/runs/{run_id}"
     fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing")
-    summary = pd.read_parquet(f"s3://{run}/metrics/summary.parquet",
+    summary = pd.read_parquet(f"s3://{run}/summary/summary.parquet",
                               storage_options={"endpoint_url": endpoint, "key": "testing",
                                                "secret": "testing"})
     assert sorted(zip(summary.gauge_id, summary.model)) == \
@@ -269,8 +269,8 @@ def test_pipeline_job_places_encoder_on_gpu_node_and_decoders_on_cpu_node(
     assert fs.exists(f"{run}/report/report.md")
 
     # the job log carries the driver's progress lines and the actor's forwarded ones
-    expected = ["ray: 2 node(s), 3 CPUs, 1 GPUs", "pretrain: epoch 1 ", "[encode] 3/3 done",
-                "[decode] 3/3 done, 0 failed", f"decode: summary at s3://{run}/metrics/summary",
+    expected = ["ray: 2 node(s), 3 CPUs, 1 GPUs", "pretrain: epoch 1 ", "[encode] 3/3, 0 failed",
+                "[decode] 3/3, 0 failed", f"summary: s3://{run}/summary/summary.parquet",
                 "report: "]
     if timings["pretrain"]["device"] == "cpu":  # Ray handed it the fake GPU; torch sees none
         expected.append("encoder: Ray gave this actor GPU [")
@@ -280,83 +280,12 @@ def test_pipeline_job_places_encoder_on_gpu_node_and_decoders_on_cpu_node(
 
 
 def test_local_store_on_multinode_cluster_is_refused(ray_cluster: LocalCluster, caravan_dir,
-                                                     tmp_path) -> None:
+                                                     caravan_config, tmp_path) -> None:
     store = tmp_path / "store"
-    cfg = caravan_config(str(store), caravan_dir.resolve(), GAUGES[:1], run_id="local",
-                         epochs=1)
+    cfg = caravan_config(caravan_dir.resolve(), GAUGES[:1], store=str(store), run_id="local",
+                         epochs=1, resources={"executor": "ray"})
     status, logs = _run_job(ray_cluster, _working_dir(tmp_path / "job", cfg), timeout=120)
     assert status == "FAILED", logs[-4000:]
     assert f"error: store {store}/local is a local path but the Ray cluster has 2 nodes: " \
            "use an s3:// store, or set resources.shared_filesystem: true" in logs, logs[-4000:]
     assert not store.exists()  # refused before anything was prepared into it
-
-
-# ------------------------------------------------------------- placement decisions, in-process
-
-
-@pytest.fixture
-def no_launcher_config(monkeypatch, tmp_path) -> Path:
-    path = tmp_path / "ray_bootstrap_config.yaml"
-    monkeypatch.setattr(hybrid_cluster, "BOOTSTRAP_CONFIG", str(path))
-    return path
-
-
-def test_zero_gpu_cluster_runs_encoder_on_cpu_and_says_so(ray_local, no_launcher_config,
-                                                         tmp_path, capsys) -> None:
-    if ray_local.cluster_resources().get("GPU", 0):
-        pytest.skip("the local Ray instance has a GPU")
-    cpus = max(n["Resources"].get("CPU", 0) for n in hybrid_cluster.alive_nodes())
-    options = hybrid_cluster.encoder_options(tiny_config(str(tmp_path)))
-    assert options == {"num_gpus": 0.0, "num_cpus": float(cpus)}
-    assert "the encoder actor runs on CPU with" in capsys.readouterr().err
-
-
-def test_auto_gpu_waits_for_a_gpu_node_the_launcher_can_add(ray_local, no_launcher_config,
-                                                            tmp_path, capsys) -> None:
-    """A cluster launcher head with GPU workers at min 0: "auto" asks for one anyway."""
-    if ray_local.cluster_resources().get("GPU", 0):
-        pytest.skip("the local Ray instance has a GPU")
-    import yaml
-
-    launcher = yaml.safe_load((REPO / "ray_cluster.yaml").read_text())
-    no_launcher_config.write_text(yaml.safe_dump(launcher))
-    assert hybrid_cluster.launchable_gpus() == 1.0
-    # a driver on the cluster (an address), not a private local instance, which never grows
-    joined = {"address": "auto"}
-    options = hybrid_cluster.encoder_options(tiny_config(str(tmp_path), resources=joined))
-    assert options == {"num_gpus": 1.0, "num_cpus": 1.0}
-    assert "the autoscaler can add one" in capsys.readouterr().err
-    local = hybrid_cluster.encoder_options(tiny_config(str(tmp_path)))
-    assert local["num_gpus"] == 0.0
-    # an explicit 0 still means CPU
-    options = hybrid_cluster.encoder_options(
-        tiny_config(str(tmp_path), resources={"encoder_num_gpus": 0}))
-    assert options["num_gpus"] == 0.0
-    # a launcher config without GPU workers changes nothing
-    launcher["available_node_types"] = {
-        k: v for k, v in launcher["available_node_types"].items()
-        if not (v.get("resources") or {}).get("GPU")}
-    no_launcher_config.write_text(yaml.safe_dump(launcher))
-    assert hybrid_cluster.launchable_gpus() == 0.0
-
-
-def test_auto_gpu_reads_the_cluster_config_an_autoscaler_reports(ray_local, no_launcher_config,
-                                                                 tmp_path) -> None:
-    """Newer autoscalers report their node types to the GCS (Ray Train / Data read it)."""
-    if ray_local.cluster_resources().get("GPU", 0):
-        pytest.skip("the local Ray instance has a GPU")
-    from ray.core.generated import autoscaler_pb2
-
-    gcs = ray_local._private.worker.global_worker.gcs_client
-    config = autoscaler_pb2.ClusterConfig()
-    group = autoscaler_pb2.NodeGroupConfig(name="gpu", min_count=0, max_count=1)
-    group.resources["CPU"], group.resources["GPU"] = 4, 1
-    config.node_group_configs.append(group)
-    try:
-        gcs.report_cluster_config(config.SerializeToString())
-        assert hybrid_cluster.launchable_gpus() == 1.0
-        cfg = tiny_config(str(tmp_path), resources={"address": "auto"})
-        assert hybrid_cluster.encoder_options(cfg)["num_gpus"] == 1.0
-    finally:  # the instance is shared with other tests
-        gcs.report_cluster_config(autoscaler_pb2.ClusterConfig().SerializeToString())
-    assert hybrid_cluster.launchable_gpus() == 0.0

@@ -1,8 +1,9 @@
-"""``hybrid run`` end to end on local Ray: prepare -> pretrain -> encode -> decode -> report.
+"""``hybrid run`` end to end: prepare -> pretrain -> encode -> decode + score -> report.
 
-On synthetic data with the store on a folder and on a real S3 endpoint (moto server), and on four
-real Caravan catchments on a folder. Failures are made real (an encoded partition without one
-observed training day), never mocked, and resumption is checked on the objects in the store.
+On synthetic data on local Ray with the store on a folder and on a real S3 endpoint (moto
+server), in this process without Ray, and on four real Caravan catchments. Failures are made
+real (an encoded partition without one observed training day), never mocked, and resumption is
+checked on the objects in the store.
 """
 
 from __future__ import annotations
@@ -13,23 +14,18 @@ import math
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from conftest import caravan_config, tiny_config
 
-from hybrid import checkpoints as ckpt
-from hybrid.decode import METRICS, PREDICTIONS
-from hybrid.encoding import MANIFEST as ENCODED_MANIFEST
-from hybrid.encoding import encoded_key
+from hybrid import layout, partitions
 from hybrid.metrics import nse
-from hybrid.pipeline import stage_decode, stage_report, stage_run
-from hybrid.prepare import partition_key
-from hybrid.runs import TIMINGS, run_store
+from hybrid.pipeline import Session, stage_decode, stage_report, stage_run
+from hybrid.runs import read_timings, run_store
 from hybrid.storage import Store
-from hybrid.summary import AGGREGATE, SUMMARY
 
 pytestmark = pytest.mark.slow
 
 REAL = ["camels_01022500", "camels_01031500", "camels_01047000", "camels_01052500"]
-FIGURES = ("report/nse_cdf.png", "report/nse_scatter.png", "report/hydrographs.png")
+FIGURES = ("report/nse_cdf.png", "report/nse_scatter.png", "report/hydrographs.png",
+           "report/training.png")
 FAST = {"epochs": 1}
 
 
@@ -43,14 +39,14 @@ def _stamps(store: Store, keys: list[str]) -> dict[str, tuple]:
     return out
 
 
-def _keys(store: Store, stage: str) -> list[str]:
-    return [partition_key(stage, g) for g in store.partitions(stage)]
+def _keys(store: Store, folder: str) -> list[str]:
+    return [layout.partition_key(folder, g) for g in partitions.present_partitions(store, folder)]
 
 
 def check_outputs(store: Store, gauges: list[str], split: dict) -> None:
     """What every finished run holds: summary, aggregates and a report with decodable plots."""
     store.invalidate()
-    summary = store.read_frame(SUMMARY)
+    summary = store.read_frame(layout.SUMMARY)
     assert sorted(summary.gauge_id.unique()) == sorted(gauges)
     core = summary[summary.model.isin(["regional", "hybrid"])]
     assert len(core) == 2 * len(gauges)
@@ -61,16 +57,16 @@ def check_outputs(store: Store, gauges: list[str], split: dict) -> None:
     assert (summary.in_training == summary.gauge_id.isin(split["train"])).all()
     assert (core.n_test > 300).all() and (core.n_train > 300).all()
 
-    # the hybrid's NSE is the NSE of its own predictions file
+    # each NSE is the NSE of the catchment's own predictions file
     for gauge in gauges:
-        pred = store.read_frame(partition_key(PREDICTIONS, gauge))
+        pred = partitions.read_partition(store, layout.PREDICTIONS, gauge).to_pandas()
         row = core[(core.gauge_id == gauge)].set_index("model")
         for model in ("hybrid", "regional"):
             assert row.loc[model, "nse"] == pytest.approx(
                 nse(pred["observed"].to_numpy(np.float64), pred[model].to_numpy(np.float64)),
                 rel=1e-12, abs=1e-12)
 
-    agg = store.read_frame(AGGREGATE)
+    agg = store.read_frame(layout.AGGREGATE)
     med = agg[agg.metric == "nse"].set_index(["group", "model"])
     groups = {"all": core, "in_training": core[core.in_training],
               "out_of_training": core[~core.in_training]}
@@ -80,11 +76,12 @@ def check_outputs(store: Store, gauges: list[str], split: dict) -> None:
             assert med.loc[(group, model), "median"] == pytest.approx(values.median())
             assert med.loc[(group, model), "n"] == len(values)
 
-    report = store.read_text("report/report.md")
+    report = store.read_text(layout.REPORT)
     assert "## Median skill" in report and "median NSE" in report
     for key in FIGURES:
         assert store.exists(key)
         assert f"]({key.split('/')[-1]})" in report
+    assert "- total:" in report and "](../summary/summary.parquet)" in report
     image = mpimg.imread(io.BytesIO(store.read_bytes(FIGURES[0])), format="png")
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
     assert image.std() > 0  # not a blank canvas
@@ -93,54 +90,76 @@ def check_outputs(store: Store, gauges: list[str], split: dict) -> None:
 # ---------------------------------------------------------------------------- synthetic
 
 
-def test_synthetic_run_and_resume(ray_local, any_store, capsys) -> None:
+def test_synthetic_run_on_ray_and_resume(ray_local, any_store, tiny_config, capsys) -> None:
     url, options = any_store
-    cfg = tiny_config(url, options, **FAST)
-    report = stage_run(cfg)
+    cfg = tiny_config(url, options, resources={"executor": "ray"}, **FAST)
+    outcome = stage_run(cfg)
     store = run_store(cfg)
-    assert report == store.uri("report/report.md")
-    gauges = sorted(store.read_json(ENCODED_MANIFEST)["catchments"])
+    assert outcome.report == store.uri(layout.REPORT) and outcome.exit_code == 0
+    gauges = sorted(partitions.read_manifest(store, layout.ENCODED)["catchments"])
     assert len(gauges) == 4
-    split = store.read_json(ckpt.SPLIT)
+    split = store.read_json(layout.SPLIT)
     check_outputs(store, gauges, split)
-    timings = store.read_json(TIMINGS)
+    timings = read_timings(store)
     assert {"prepare", "pretrain", "encode", "decode"} <= set(timings)
     assert timings["decode"]["catchments"] == 4 and timings["decode"]["failed"] == 0
-    assert store.read_json("metrics/_manifest.json")["status"] == {"done": 4}
+    assert store.read_json("summary/_manifest.json")["status"] == {"done": 4}
+    # the actor's training lines are recapped in the run's own log
+    assert "pretrain: epoch 1 train loss" in store.read_text(layout.RUN_LOG)
 
     # delete one catchment's outputs: a rerun of decode recomputes that one only
     lost = gauges[1]
     kept = [g for g in gauges if g != lost]
-    before = _stamps(store, [partition_key(s, g) for s in (METRICS, PREDICTIONS)
-                             for g in kept])
-    store.delete(f"{METRICS}/gauge_id={lost}", recursive=True)
-    store.delete(f"{PREDICTIONS}/gauge_id={lost}", recursive=True)
+    before = _stamps(store, [layout.partition_key(f, g)
+                             for f in (layout.METRICS, layout.PREDICTIONS) for g in kept])
+    store.delete(layout.partition_dir(layout.METRICS, lost), recursive=True)
+    store.delete(layout.partition_dir(layout.PREDICTIONS, lost), recursive=True)
     capsys.readouterr()
-    stage_decode(cfg)
-    assert "decode: 1 of 4 catchments to fit (3 already done)" in capsys.readouterr().err
+    session = Session.open(cfg)
+    try:
+        stage_decode(cfg, session)
+    finally:
+        session.close()
+    err = capsys.readouterr().err
+    assert f"decode: redoing catchment {lost}: its partition is missing" in err
+    assert "decode: 1 of 4 catchments to fit (3 already done)" in err
     assert _stamps(store, list(before)) == before
-    assert store.read_json(TIMINGS)["decode"]["catchments"] == 1
-    assert store.partitions(METRICS) == store.partitions(PREDICTIONS) == gauges
+    assert read_timings(store)["decode"]["catchments"] == 1
+    stage_report(cfg)  # the summary changed (a new fit time): the report follows it
     check_outputs(store, gauges, split)
 
-    # the whole pipeline again: nothing is retrained, re-encoded or refitted
+    # the whole pipeline again: nothing is retrained, re-encoded, refitted or rewritten
     ckpts = _stamps(store, [f"checkpoints/{n}" for n in store.listdir("checkpoints")])
-    outputs = _stamps(store, _keys(store, "encoded") + _keys(store, METRICS)
-                      + _keys(store, PREDICTIONS) + ["catchments/_manifest.json"])
-    timings = store.read_json(TIMINGS)
+    outputs = _stamps(store, _keys(store, layout.ENCODED) + _keys(store, layout.METRICS)
+                      + _keys(store, layout.PREDICTIONS) + [layout.SUMMARY, layout.REPORT,
+                                                            layout.CONFIG]
+                      + [layout.manifest_key(f) for f in (layout.CATCHMENTS, layout.ENCODED,
+                                                          layout.PREDICTIONS, layout.METRICS)])
+    timings = read_timings(store)
     stage_run(cfg)
     err = capsys.readouterr().err
+    assert "pretrain: already done" in err
     assert "decode: 0 of 4 catchments to fit (4 already done)" in err
-    assert "pretrain:" not in err and "encode:" not in err
     assert _stamps(store, list(ckpts)) == ckpts
     assert _stamps(store, list(outputs)) == outputs
-    assert store.read_json(TIMINGS) == timings
+    assert read_timings(store) == timings
     check_outputs(store, gauges, split)
+
+
+def test_the_same_run_without_ray_gives_the_same_numbers(tiny_config, tmp_path) -> None:
+    """Serial (no Ray) and Ray execute the same plain functions, seeded the same way."""
+    local = tiny_config(str(tmp_path / "local"), **FAST)
+    stage_run(local)
+    store = run_store(local)
+    assert not store.exists("ray")  # nothing Ray-specific in the run folder either way
+    summary = store.read_frame(layout.SUMMARY)
+    assert (summary.node_id == "local").all()
+    check_outputs(store, sorted(summary.gauge_id.unique()), store.read_json(layout.SPLIT))
 
 
 @pytest.fixture(scope="module")
-def synthetic_run(ray_local, tmp_path_factory):
-    """A finished synthetic run on a folder, with two catchment-wise LSTMs."""
+def synthetic_run(tmp_path_factory, tiny_config):
+    """A finished synthetic run on a folder (no Ray), with two catchment-wise LSTMs."""
     cfg = tiny_config(str(tmp_path_factory.mktemp("e2e")), run_id="cw", **FAST,
                       baselines={"catchment_wise": True, "catchment_wise_epochs": 1,
                                  "catchment_wise_hidden_size": 8,
@@ -151,65 +170,78 @@ def synthetic_run(ray_local, tmp_path_factory):
 
 def test_catchment_wise_baseline(synthetic_run) -> None:
     cfg, store = synthetic_run
-    gauges = store.read_json(ENCODED_MANIFEST)["catchments"]
-    summary = store.read_frame(SUMMARY)
+    gauges = sorted(partitions.read_manifest(store, layout.ENCODED)["catchments"])
+    summary = store.read_frame(layout.SUMMARY)
     site = summary[summary.model == "catchment_wise"]
     assert sorted(site.gauge_id) == sorted(gauges[:2])
     assert np.isfinite(site["nse"]).all() and (site["fit_seconds"] > 0).all()
     assert (site.status == "done").all()
+    folder = layout.baseline_predictions("catchment_wise")
     for g in site.gauge_id:
-        pred = store.read_frame(partition_key(PREDICTIONS, g))
-        assert np.isfinite(pred["catchment_wise"]).all()
+        pred = partitions.read_partition(store, layout.PREDICTIONS, g).to_pandas()
+        cw = partitions.read_partition(store, folder, g).to_pandas()
+        merged = pred.merge(cw, on="date", how="left")
+        assert np.isfinite(merged["catchment_wise"]).all()
         assert site.set_index("gauge_id").loc[g, "nse"] == pytest.approx(
-            nse(pred["observed"].to_numpy(np.float64),
-                pred["catchment_wise"].to_numpy(np.float64)))
-    for g in gauges[2:]:
-        assert "catchment_wise" not in store.read_frame(partition_key(PREDICTIONS, g))
+            nse(merged["observed"].to_numpy(np.float64),
+                merged["catchment_wise"].to_numpy(np.float64)))
+    assert sorted(partitions.present_partitions(store, folder)) == gauges[:2]
     assert summary.groupby("model").gauge_id.nunique().to_dict() == {
         "catchment_wise": 2, "hybrid": 4, "regional": 4}
-    timing = store.read_json(TIMINGS)["catchment_wise"]
+    timing = read_timings(store)["catchment_wise"]
     assert timing["catchments"] == 2 and timing["task_seconds"] > 0
-    agg = store.read_frame(AGGREGATE)
+    agg = store.read_frame(layout.AGGREGATE)
     assert "catchment_wise" in set(agg.model)
-    assert "catchment_wise" in store.read_text("report/report.md")
+    assert "catchment_wise" in store.read_text(layout.REPORT)
 
 
 def test_failing_catchment_is_recorded_and_retried(synthetic_run, capsys) -> None:
+    """A decoder that raises is one failed row with its error, the rest finish, the report
+    names it, and a rerun fits only that catchment."""
     cfg, store = synthetic_run
-    gauges = store.read_json(ENCODED_MANIFEST)["catchments"]
+    gauges = sorted(partitions.read_manifest(store, layout.ENCODED)["catchments"])
     bad = gauges[-1]
-    good = _stamps(store, [partition_key(METRICS, g) for g in gauges if g != bad])
-    original = store.read_bytes(encoded_key(bad))
-    table = store.read_frame(encoded_key(bad))
+    good = _stamps(store, [layout.partition_key(layout.METRICS, g) for g in gauges if g != bad])
+    key = layout.partition_key(layout.ENCODED, bad)
+    original = store.read_bytes(key)
+    table = store.read_frame(key)
     table.loc[table["split"] == "train", "observed"] = np.nan
+    stamp = partitions.read_footer_json(store, key)
+    session = Session.open(cfg)
     try:
-        store.write_table(encoded_key(bad), table)
-        store.delete(f"{METRICS}/gauge_id={bad}", recursive=True)
+        # decode alone: a rerun of encode would heal the altered partition first
+        partitions.write_partition(store, layout.ENCODED, bad, table, stamp)
+        store.delete(layout.partition_dir(layout.PREDICTIONS, bad), recursive=True)
         capsys.readouterr()
-        summary = stage_decode(cfg)
+        summary = stage_decode(cfg, session)
         err = capsys.readouterr().err
         assert f"decode: catchment {bad} failed: ValueError: only 0 observed training days" \
             in err
+        assert "summary: 1 catchment(s) failed" in err
         failed = summary[summary.gauge_id == bad]
-        assert failed.to_dict("records")[0]["status"] == "failed"
-        assert failed.error.tolist() == ["ValueError: only 0 observed training days"]
+        assert set(failed.status) == {"failed"} and set(failed.stage) == {"decode"}
+        assert set(failed.model) == {"regional", "hybrid", "catchment_wise"} - (
+            set() if bad in gauges[:2] else {"catchment_wise"})
+        assert set(failed.error) == {"ValueError: only 0 observed training days"}
         assert (summary[summary.gauge_id != bad].status == "done").all()
-        assert store.read_frame(SUMMARY).equals(summary)
-        assert store.read_json("metrics/_manifest.json")["status"] == {"done": 3, "failed": 1}
-        assert store.read_json(TIMINGS)["decode"] == {
-            **store.read_json(TIMINGS)["decode"], "catchments": 1, "failed": 1}
+        assert store.read_json("summary/_manifest.json")["status"] == {"done": 3, "failed": 1}
+        assert read_timings(store)["decode"] == {
+            **read_timings(store)["decode"], "catchments": 1, "failed": 1}
         assert _stamps(store, list(good)) == good
-        stage_report(cfg)
-        report = store.read_text("report/report.md")
-        assert "## Failed catchments (1)" in report and f"- {bad}: ValueError" in report
+        stage_report(cfg, session)
+        report = store.read_text(layout.REPORT)
+        assert "## Failed catchments (1)" in report
+        assert f"- {bad} at decode (hybrid, regional): ValueError: only 0 observed" in report
     finally:
-        store.write_bytes(encoded_key(bad), original)
+        store.write_bytes(key, original)
+        session.close()
 
     # with a valid partition again, a rerun fits only the failed catchment
-    summary = stage_decode(cfg)
+    outcome = stage_run(cfg)
     assert "decode: 1 of 4 catchments to fit (3 already done)" in capsys.readouterr().err
-    assert (summary.status == "done").all() and set(summary.gauge_id) == set(gauges)
-    assert np.isfinite(summary.loc[summary.gauge_id == bad, "nse"]).all()
+    assert outcome.exit_code == 0
+    assert (outcome.summary.status == "done").all()
+    assert np.isfinite(outcome.summary.loc[outcome.summary.gauge_id == bad, "nse"]).all()
     assert _stamps(store, list(good)) == good
 
 
@@ -217,17 +249,24 @@ def test_failing_catchment_is_recorded_and_retried(synthetic_run, capsys) -> Non
 
 
 @pytest.mark.realdata
-def test_real_catchments_end_to_end(ray_local, caravan_dir, tmp_path) -> None:
-    cfg = caravan_config(str(tmp_path / "store"), caravan_dir, REAL, hidden_size=8,
+def test_real_catchments_end_to_end(caravan_dir, caravan_config, tmp_path) -> None:
+    cfg = caravan_config(caravan_dir, REAL, store=str(tmp_path / "store"), hidden_size=8,
                          max_train_samples_per_epoch=1000, **FAST)
-    stage_run(cfg)
+    assert stage_run(cfg).exit_code == 0
     store = run_store(cfg)
-    assert sorted(store.read_json(ENCODED_MANIFEST)["catchments"]) == REAL
-    split = store.read_json(ckpt.SPLIT)
+    assert sorted(partitions.read_manifest(store, layout.ENCODED)["catchments"]) == REAL
+    split = store.read_json(layout.SPLIT)
     assert len(split["train"]) == 3 and len(split["out_of_training"]) == 1
     check_outputs(store, REAL, split)
-    summary = store.read_frame(SUMMARY)
+    summary = store.read_frame(layout.SUMMARY)
     hybrid = summary[summary.model == "hybrid"]
     # 2007-10..2009-09, daily: both years of the test period, minus unobserved days
     assert (hybrid.n_test > 600).all() and (hybrid.n_test <= 731).all()
     assert math.isfinite(hybrid["nse"].median())
+
+
+def test_report_of_a_finished_run_writes_nothing(synthetic_run) -> None:
+    cfg, store = synthetic_run
+    before = _stamps(store, [layout.REPORT, *FIGURES])
+    assert stage_report(cfg) == store.uri(layout.REPORT)
+    assert _stamps(store, list(before)) == before

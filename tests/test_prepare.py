@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pytest
-from conftest import caravan_config, tiny_config
 
+from hybrid import layout, partitions
 from hybrid.config import config_from_dict, load_config
-from hybrid.errors import ConfigError, DataError, HybridError
-from hybrid.prepare import (
-    ATTRIBUTES,
-    MANIFEST,
-    STAGE,
-    load_attributes,
-    load_catchment,
-    partition_key,
-    prepare,
-)
+from hybrid.errors import ConfigError, DataError
+from hybrid.prepare import dataset_for, load_attributes, load_catchment, prepare
 from hybrid.runs import open_run
 from hybrid.storage import Store, open_store
 
 INPUTS = ["total_precipitation_sum", "temperature_2m_mean", "potential_evaporation_sum"]
+MANIFEST = layout.manifest_key(layout.CATCHMENTS)
 
 
 @pytest.fixture
@@ -43,36 +36,38 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return keys
 
 
-def one_line(excinfo: pytest.ExceptionInfo[BaseException], *names: object) -> str:
-    message = str(excinfo.value)
-    assert "\n" not in message, message
-    for name in names:
-        assert str(name) in message, f"{name!s} not in {message!r}"
-    return message
+def _key(gauge: str) -> str:
+    return layout.partition_key(layout.CATCHMENTS, gauge)
+
+
+def _present(store: Store) -> list[str]:
+    return sorted(partitions.present_partitions(store, layout.CATCHMENTS))
 
 
 # --- the store layout, on both backends -------------------------------------------------------
 
 
-def test_prepare_synthetic(any_store, writes: list[str]) -> None:
+def test_prepare_synthetic(any_store, tiny_config, writes: list[str]) -> None:
     url, options = any_store
     cfg = tiny_config(url, options)
     store = open_run(cfg)
     writes.clear()
-    manifest = prepare(cfg, store)
+    result = prepare(cfg, store)
 
     gauges = [f"synthetic_00{i}" for i in range(4)]
-    assert sorted(manifest["catchments"]) == gauges
-    assert manifest["skipped"] == {}
+    manifest = store.read_json(MANIFEST)
+    assert sorted(result.done) == sorted(manifest["catchments"]) == gauges
+    assert manifest["skipped"] == {} and manifest["failed"] == {}
     assert manifest["target"] == "streamflow"
     assert manifest["dynamic_inputs"] == INPUTS
     assert manifest["static_attributes"] == ["p_mean", "aridity", "frac_snow", "t_mean"]
-    assert store.partitions(STAGE) == gauges
+    assert _present(store) == gauges
     assert writes[-1] == MANIFEST  # written last: its presence means "complete"
-    assert sorted(writes[:-1]) == sorted([partition_key(STAGE, g) for g in gauges] + [ATTRIBUTES])
+    assert sorted(writes[:-1]) == sorted([_key(g) for g in gauges] + [layout.ATTRIBUTES])
 
-    # each partition: date + inputs + target, float32, one row per day of the needed window
-    table = store.read_table(partition_key(STAGE, "synthetic_002"))
+    # each partition: date + inputs + target, float32, one row per day of the needed window,
+    # and no gauge_id inside (the folder name carries it)
+    table = store.read_table(_key("synthetic_002"))
     assert table.column_names == ["date"] + INPUTS + ["streamflow"]
     for name in INPUTS + ["streamflow"]:
         assert table.schema.field(name).type == pa.float32()
@@ -82,13 +77,12 @@ def test_prepare_synthetic(any_store, writes: list[str]) -> None:
     assert frame.index[0].date() == first
     assert frame.index[-1].date() == cfg.test_end_date
     assert (frame.index.to_series().diff().dropna() == pd.Timedelta(days=1)).all()
-    info = manifest["catchments"]["synthetic_002"]
-    assert info["n_days"] == len(frame)
-    assert (info["start"], info["end"]) == (str(first), str(cfg.test_end_date))
+    record = manifest["catchments"]["synthetic_002"]
+    assert record["rows"] == len(frame)
+    assert record["bytes"] == store.sizes(layout.CATCHMENTS)[_key("synthetic_002")]
+    assert (record["start"], record["end"]) == (str(first), str(cfg.test_end_date))
 
     # the values are the dataset's own, as float32
-    from hybrid.prepare import dataset_for
-
     raw = dataset_for(cfg).load_timeseries("synthetic_002").loc[frame.index]
     np.testing.assert_array_equal(frame["streamflow"].to_numpy(),
                                   raw["streamflow"].to_numpy(dtype="float32"))
@@ -99,42 +93,41 @@ def test_prepare_synthetic(any_store, writes: list[str]) -> None:
     assert (attrs.dtypes == "float32").all()
 
     # readable without this package, as a hive-partitioned dataset
-    import pyarrow.dataset as pads
-
-    ds = pads.dataset(store.path(STAGE), filesystem=store.arrow_filesystem(), format="parquet",
-                      partitioning="hive")
+    ds = pads.dataset(store.path(layout.CATCHMENTS), filesystem=store.arrow_filesystem(),
+                      format="parquet", partitioning=layout.partitioning())
     whole = ds.to_table(filter=pads.field("gauge_id") == "synthetic_001").to_pandas()
-    assert len(whole) == manifest["catchments"]["synthetic_001"]["n_days"]
+    assert len(whole) == manifest["catchments"]["synthetic_001"]["rows"]
 
 
-def test_rerun_is_a_no_op(any_store, writes: list[str]) -> None:
+def test_rerun_is_a_no_op(any_store, tiny_config, writes: list[str]) -> None:
     url, options = any_store
-    cfg = tiny_config(url, options, dataset_options={
+    cfg = tiny_config(url, options, n_train_basins=1, dataset_options={
         "n_catchments": 2, "seed": 1, "start_date": "1995-01-01", "end_date": "1999-12-31"})
     store = open_run(cfg)
     first = prepare(cfg, store)
     writes.clear()
-    assert prepare(cfg, store) == first
+    again = prepare(cfg, store)
+    assert sorted(again.done) == sorted(first.done) and again.ran == []
     assert writes == []
 
 
-def test_rerun_rewrites_only_what_is_missing(any_store, writes: list[str]) -> None:
+def test_rerun_rewrites_only_what_is_missing(any_store, tiny_config, writes) -> None:
     url, options = any_store
     cfg = tiny_config(url, options)
     store = open_run(cfg)
-    first = prepare(cfg, store)
+    prepare(cfg, store)
+    first = store.read_json(MANIFEST)
     store.delete(MANIFEST)
-    store.delete(partition_key(STAGE, "synthetic_001"))
-    before = {}
-    if store.is_local:
-        before = {g: Path(store.path(partition_key(STAGE, g))).stat().st_mtime_ns
-                  for g in ("synthetic_000", "synthetic_002", "synthetic_003")}
+    store.delete(_key("synthetic_001"))
+    before = {g: store.read_bytes(_key(g)) for g in ("synthetic_000", "synthetic_002")}
     writes.clear()
     again = prepare(cfg, store)
-    assert writes == [partition_key(STAGE, "synthetic_001"), ATTRIBUTES, MANIFEST]
-    assert again == first  # summaries of reused partitions are read back from them
-    for gauge, mtime in before.items():
-        assert Path(store.path(partition_key(STAGE, gauge))).stat().st_mtime_ns == mtime
+    assert again.ran == ["synthetic_001"]
+    assert writes == [_key("synthetic_001"), MANIFEST]  # attributes unchanged: not rewritten
+    # records of reused partitions are read back from their footers
+    assert store.read_json(MANIFEST)["catchments"] == first["catchments"]
+    for gauge, data in before.items():
+        assert store.read_bytes(_key(gauge)) == data
 
 
 # --- real data --------------------------------------------------------------------------------
@@ -143,11 +136,10 @@ REAL_GAUGES = ["camels_01022500", "camels_01031500", "camels_01047000"]
 
 
 @pytest.mark.realdata
-def test_prepare_real_caravan(caravan_dir: Path, tmp_path: Path) -> None:
-    cfg = caravan_config(str(tmp_path / "store"), caravan_dir, REAL_GAUGES)
+def test_prepare_real_caravan(caravan_dir: Path, caravan_config, tmp_path: Path) -> None:
+    cfg = caravan_config(caravan_dir, REAL_GAUGES)
     store = open_run(cfg)
-    manifest = prepare(cfg, store)
-    assert sorted(manifest["catchments"]) == REAL_GAUGES
+    assert sorted(prepare(cfg, store).done) == REAL_GAUGES
     csv = caravan_dir / "timeseries" / "csv" / "camels"
     first = cfg.train_start_date - dt.timedelta(days=cfg.seq_length - 1)
     for gauge in REAL_GAUGES:
@@ -160,9 +152,9 @@ def test_prepare_real_caravan(caravan_dir: Path, tmp_path: Path) -> None:
     row = load_catchment(store, "camels_01022500").loc["2000-10-01"]
     assert row.tolist() == pytest.approx([0.0, 12.72, 14.2, 0.21], abs=1e-5)
     # a window that starts before the record: the file's first row is the partition's first
-    early = caravan_config(str(tmp_path / "store"), caravan_dir, ["camels_01022500"],
-                           run_id="early", train_start_date="1981-01-01",
-                           train_end_date="1981-12-31", validation_start_date="1982-01-01",
+    early = caravan_config(caravan_dir, ["camels_01022500"], run_id="early",
+                           train_start_date="1981-01-01", train_end_date="1981-12-31",
+                           validation_start_date="1982-01-01",
                            validation_end_date="1982-12-31", test_start_date="1983-01-01",
                            test_end_date="1983-12-31", seq_length=30)
     early_store = open_run(early)
@@ -191,8 +183,7 @@ def test_prepare_real_camels_us_nldas(camels_us_dir: Path, tmp_path: Path) -> No
         "seq_length": 10,
     })
     store = open_run(cfg)
-    manifest = prepare(cfg, store)
-    assert sorted(manifest["catchments"]) == ["01013500", "01022500"]  # leading zeros kept
+    assert sorted(prepare(cfg, store).done) == ["01013500", "01022500"]  # leading zeros kept
     frame = load_catchment(store, "01022500")
     assert list(frame.columns) == inputs + ["QObs(mm/d)"]
     assert frame.index[0].date() == dt.date(2000, 9, 22)
@@ -215,239 +206,175 @@ def test_prepare_real_camels_us_nldas(camels_us_dir: Path, tmp_path: Path) -> No
     assert attrs.loc["01013500", "area_gages2"] == pytest.approx(2252.7, rel=1e-6)
 
 
-# --- bad input: a one-line error or a recorded skip, never a manifest -------------------------
-
-HEADER = "date," + ",".join(INPUTS) + ",streamflow"
+# --- bad input: one-line errors, or a catchment recorded as skipped/failed ----------------------
 
 
-def write_caravan(root: Path, series: dict[str, list[str]],
-                  attributes: str | None = None) -> Path:
-    """A Caravan layout: ``series`` maps gauge id -> CSV lines (header included)."""
-    for gauge, lines in series.items():
-        folder = root / "timeseries" / "csv" / gauge.split("_")[0]
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{gauge}.csv").write_text("\n".join(lines) + "\n")
-    regions = sorted({g.split("_")[0] for g in series})
-    for region in regions:
-        folder = root / "attributes" / region
-        if folder.is_dir() and attributes is None:
-            continue  # keep the table of an earlier call
-        folder.mkdir(parents=True, exist_ok=True)
-        text = attributes or "gauge_id,p_mean,aridity\n" + "".join(
-            f"{g},{2.0 + i},{0.5 + i / 10}\n" for i, g in enumerate(sorted(series)))
-        (folder / f"attributes_caravan_{region}.csv").write_text(text)
-    return root
-
-
-def good_lines(start: str = "2000-01-01", end: str = "2001-12-31", flow=None) -> list[str]:
-    dates = pd.date_range(start, end, freq="D")
-    rows = [HEADER]
-    for i, day in enumerate(dates):
-        q = flow(day) if flow else 1.0 + (i % 7) / 10
-        q_text = "" if q is None or (isinstance(q, float) and math.isnan(q)) else f"{q}"
-        rows.append(f"{day.date()},{i % 5 * 1.5},{-3 + i % 20},{1.25},{q_text}")
-    return rows
-
-
-def small_config(store: str, data_dir: Path | str, **changes):
-    data = {
-        "run_id": "bad", "store": store, "dataset": "caravan", "data_dir": str(data_dir),
-        "static_attributes": ["p_mean", "aridity"],
-        "train_start_date": "2000-03-01", "train_end_date": "2000-12-31",
-        "validation_start_date": "2001-01-01", "validation_end_date": "2001-06-30",
-        "test_start_date": "2001-07-01", "test_end_date": "2001-12-31",
-        "seq_length": 30,
-    }
-    data.update(changes)
-    return config_from_dict(data)
-
-
-def run(cfg) -> tuple[Store, dict | None]:
+def _run(cfg):
     store = open_run(cfg)
     return store, prepare(cfg, store)
 
 
-def test_small_caravan_layout_works(tmp_path: Path) -> None:
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines(), "x_2": good_lines()})
-    store, manifest = run(small_config(str(tmp_path / "store"), root))
-    assert sorted(manifest["catchments"]) == ["x_1", "x_2"]
+def test_small_caravan_layout_works(caravan_files, tmp_path: Path) -> None:
+    caravan_files.write({"x_1": caravan_files.lines(), "x_2": caravan_files.lines()})
+    store, result = _run(caravan_files.config(str(tmp_path / "store")))
+    assert sorted(result.done) == ["x_1", "x_2"]
     frame = load_catchment(store, "x_1")
     assert frame.loc["2000-03-01", "temperature_2m_mean"] == -3 + 60 % 20
 
 
-def test_missing_dataset_root(tmp_path: Path) -> None:
-    missing = tmp_path / "no_such_dataset"
-    cfg = small_config(str(tmp_path / "store"), missing)
+def test_missing_dataset_root(caravan_files, tmp_path: Path, assert_one_line) -> None:
+    cfg = caravan_files.config(str(tmp_path / "store"))  # nothing written: the folder is absent
     store = open_run(cfg)
     with pytest.raises(DataError) as excinfo:
         prepare(cfg, store)
-    one_line(excinfo, "caravan", missing)
+    assert_one_line(str(excinfo.value), "caravan", caravan_files.root)
     assert not store.exists(MANIFEST)
 
 
-def test_unknown_catchment(tmp_path: Path) -> None:
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines()})
-    cfg = small_config(str(tmp_path / "store"), root, basins=["x_1", "nope"])
+def test_unknown_catchment(caravan_files, tmp_path: Path, assert_one_line) -> None:
+    caravan_files.write({"x_1": caravan_files.lines()})
+    cfg = caravan_files.config(str(tmp_path / "store"), basins=["x_1", "nope"])
     store = open_run(cfg)
     with pytest.raises(DataError) as excinfo:
         prepare(cfg, store)
-    one_line(excinfo, "catchment nope", "caravan")
+    assert_one_line(str(excinfo.value), "catchment nope", "caravan")
     assert not store.exists(MANIFEST)
-    assert store.partitions(STAGE) == []  # checked before any catchment is written
+    assert _present(store) == []  # checked before any catchment is written
     # the typo can be fixed under the same run id: the run holds no outputs yet
-    fixed = cfg.replace(basins=["x_1"])
-    _, manifest = run(fixed)
-    assert list(manifest["catchments"]) == ["x_1"]
+    _, result = _run(cfg.replace(basins=["x_1"]))
+    assert list(result.done) == ["x_1"]
 
 
-def test_malformed_row(tmp_path: Path) -> None:
-    lines = good_lines()
+def test_malformed_row_fails_that_catchment_only(caravan_files, tmp_path: Path) -> None:
+    lines = caravan_files.lines()
     lines[100] = lines[100].rsplit(",", 1)[0]  # a row with a field missing
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines(), "x_2": lines})
-    cfg = small_config(str(tmp_path / "store"), root)
-    store = open_run(cfg)
-    with pytest.raises(DataError) as excinfo:
-        prepare(cfg, store)
-    one_line(excinfo, "x_2.csv", "line 101")
-    assert not store.exists(MANIFEST)
-    assert not store.exists(partition_key(STAGE, "x_2"))
-    # fixed file: the rerun completes and keeps what was already written
-    write_caravan(root, {"x_2": good_lines()})
-    _, manifest = run(cfg)
-    assert sorted(manifest["catchments"]) == ["x_1", "x_2"]
+    caravan_files.write({"x_1": caravan_files.lines(), "x_2": lines})
+    cfg = caravan_files.config(str(tmp_path / "store"))
+    store, result = _run(cfg)
+    assert list(result.done) == ["x_1"]
+    assert "x_2.csv" in result.failed["x_2"] and "line 101" in result.failed["x_2"]
+    assert store.read_json(MANIFEST)["failed"] == result.failed
+    assert not store.exists(_key("x_2"))
+    # fixed file: the rerun retries the failed catchment and keeps what was written
+    kept = store.read_bytes(_key("x_1"))
+    caravan_files.write({"x_2": caravan_files.lines()})
+    _, again = _run(cfg)
+    assert again.ran == ["x_2"] and sorted(again.done) == ["x_1", "x_2"]
+    assert store.read_bytes(_key("x_1")) == kept
 
 
-def test_non_numeric_cell(tmp_path: Path) -> None:
-    lines = good_lines()
+def test_non_numeric_cell_names_file_line_and_column(caravan_files, tmp_path: Path,
+                                                    assert_one_line) -> None:
+    lines = caravan_files.lines()
     lines[5] = lines[5].replace(",1.25,", ",abc,")
-    root = write_caravan(tmp_path / "data", {"x_1": lines})
-    cfg = small_config(str(tmp_path / "store"), root)
-    store = open_run(cfg)
-    with pytest.raises(DataError) as excinfo:
-        prepare(cfg, store)
-    one_line(excinfo, "x_1.csv", "line 6", "potential_evaporation_sum", "'abc'")
-    assert not store.exists(MANIFEST)
+    caravan_files.write({"x_1": lines, "x_2": caravan_files.lines()})
+    _, result = _run(caravan_files.config(str(tmp_path / "store")))
+    assert_one_line(result.failed["x_1"], "x_1.csv", "line 6", "potential_evaporation_sum",
+                    "'abc'")
 
 
-def test_missing_column(tmp_path: Path) -> None:
+def test_missing_column(caravan_files, tmp_path: Path, assert_one_line) -> None:
     # drop temperature_2m_mean (third field) from every row
     lines = [",".join(v for i, v in enumerate(line.split(",")) if i != 2)
-             for line in good_lines()]
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines(), "x_2": lines})
-    cfg = small_config(str(tmp_path / "store"), root)
+             for line in caravan_files.lines()]
+    caravan_files.write({"x_1": caravan_files.lines(), "x_2": lines})
+    cfg = caravan_files.config(str(tmp_path / "store"))
     store = open_run(cfg)
     with pytest.raises(ConfigError) as excinfo:
         prepare(cfg, store)
-    one_line(excinfo, "dynamic_inputs", "'temperature_2m_mean'", "catchment x_2")
+    assert_one_line(str(excinfo.value), "dynamic_inputs", "'temperature_2m_mean'",
+                    "catchment x_2")
     assert not store.exists(MANIFEST)
 
 
-def test_missing_target_column(tmp_path: Path) -> None:
-    lines = [line.rsplit(",", 1)[0] for line in good_lines()]
-    root = write_caravan(tmp_path / "data", {"x_1": lines})
-    cfg = small_config(str(tmp_path / "store"), root)
+def test_missing_target_column(caravan_files, tmp_path: Path, assert_one_line) -> None:
+    caravan_files.write({"x_1": [line.rsplit(",", 1)[0] for line in caravan_files.lines()]})
+    cfg = caravan_files.config(str(tmp_path / "store"))
     store = open_run(cfg)
     with pytest.raises(ConfigError) as excinfo:
         prepare(cfg, store)
-    one_line(excinfo, "target_variables", "'streamflow'", "catchment x_1")
+    assert_one_line(str(excinfo.value), "target_variables", "'streamflow'", "catchment x_1")
     assert not store.exists(MANIFEST)
 
 
-def test_missing_date_column(tmp_path: Path) -> None:
-    lines = ["day" + good_lines()[0][4:]] + good_lines()[1:]
-    root = write_caravan(tmp_path / "data", {"x_1": lines})
-    cfg = small_config(str(tmp_path / "store"), root)
-    store = open_run(cfg)
-    with pytest.raises(DataError) as excinfo:
-        prepare(cfg, store)
-    one_line(excinfo, "x_1.csv", "'date'")
-    assert not store.exists(MANIFEST)
+def test_missing_date_column(caravan_files, tmp_path: Path, assert_one_line) -> None:
+    lines = ["day" + caravan_files.lines()[0][4:]] + caravan_files.lines()[1:]
+    caravan_files.write({"x_1": lines, "x_2": caravan_files.lines()})
+    _, result = _run(caravan_files.config(str(tmp_path / "store")))
+    assert_one_line(result.failed["x_1"], "x_1.csv", "'date'")
 
 
-def test_missing_static_attribute(tmp_path: Path) -> None:
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines()})
-    cfg = small_config(str(tmp_path / "store"), root, static_attributes=["p_mean", "elevation"])
+def test_missing_static_attribute(caravan_files, tmp_path: Path, assert_one_line) -> None:
+    caravan_files.write({"x_1": caravan_files.lines()})
+    cfg = caravan_files.config(str(tmp_path / "store"), static_attributes=["p_mean", "elevation"])
     store = open_run(cfg)
     with pytest.raises(ConfigError) as excinfo:
         prepare(cfg, store)
-    one_line(excinfo, "static_attributes", "'elevation'", "caravan")
+    assert_one_line(str(excinfo.value), "static_attributes", "'elevation'", "caravan")
     assert not store.exists(MANIFEST)
-    assert store.partitions(STAGE) == []
+    assert _present(store) == []
 
 
-def test_catchment_without_attribute_value_is_skipped(tmp_path: Path) -> None:
-    attributes = "gauge_id,p_mean,aridity\nx_1,2.0,0.5\nx_2,,0.7\n"
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines(), "x_2": good_lines()},
-                         attributes=attributes)
-    store, manifest = run(small_config(str(tmp_path / "store"), root))
-    assert list(manifest["catchments"]) == ["x_1"]
-    assert "p_mean" in manifest["skipped"]["x_2"]
-    assert list(load_attributes(store).index) == ["x_1"]
-
-
-def test_target_all_nan_in_training_is_skipped(tmp_path: Path, capsys) -> None:
+def test_target_all_missing_in_training_is_skipped(caravan_files, tmp_path: Path,
+                                                   capsys) -> None:
     def flow(day: pd.Timestamp):
         return None if day <= pd.Timestamp("2000-12-31") else 2.0
 
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines(), "x_2": good_lines(flow=flow),
-                                             "x_3": good_lines()})
-    store, manifest = run(small_config(str(tmp_path / "store"), root))
-    assert sorted(manifest["catchments"]) == ["x_1", "x_3"]
-    assert list(manifest["skipped"]) == ["x_2"]
-    assert "all NaN" in manifest["skipped"]["x_2"] and "training" in manifest["skipped"]["x_2"]
-    assert "skipping catchment x_2" in capsys.readouterr().err
-    assert store.partitions(STAGE) == ["x_1", "x_3"]
+    caravan_files.write({"x_1": caravan_files.lines(), "x_2": caravan_files.lines(flow=flow),
+                         "x_3": caravan_files.lines()})
+    store, result = _run(caravan_files.config(str(tmp_path / "store")))
+    assert sorted(result.done) == ["x_1", "x_3"]
+    assert list(result.skipped) == ["x_2"]
+    assert "all missing in the training period" in result.skipped["x_2"]
+    assert "prepare: catchment x_2 skipped:" in capsys.readouterr().err
+    assert _present(store) == ["x_1", "x_3"]
     assert list(load_attributes(store).index) == ["x_1", "x_3"]
 
 
-def test_series_shorter_than_seq_length_is_skipped(tmp_path: Path) -> None:
-    root = write_caravan(tmp_path / "data", {
-        "x_1": good_lines(),
-        "x_2": good_lines("2001-12-15", "2001-12-31"),  # 17 days
+def test_series_shorter_than_seq_length_is_skipped(caravan_files, tmp_path: Path) -> None:
+    caravan_files.write({
+        "x_1": caravan_files.lines(),
+        "x_2": caravan_files.lines("2001-12-15", "2001-12-31"),  # 17 days
     })
-    store, manifest = run(small_config(str(tmp_path / "store"), root))
-    assert list(manifest["catchments"]) == ["x_1"]
-    assert "seq_length=30" in manifest["skipped"]["x_2"]
-    assert store.partitions(STAGE) == ["x_1"]
+    store, result = _run(caravan_files.config(str(tmp_path / "store")))
+    assert list(result.done) == ["x_1"]
+    assert "seq_length=30" in result.skipped["x_2"]
+    assert _present(store) == ["x_1"]
 
 
-def test_no_usable_catchment_is_an_error(tmp_path: Path) -> None:
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines("2001-12-15", "2001-12-31")})
-    cfg = small_config(str(tmp_path / "store"), root)
+def test_no_usable_catchment_is_an_error(caravan_files, tmp_path: Path, assert_one_line) -> None:
+    caravan_files.write({"x_1": caravan_files.lines("2001-12-15", "2001-12-31")})
+    cfg = caravan_files.config(str(tmp_path / "store"))
     store = open_run(cfg)
-    with pytest.raises(HybridError) as excinfo:
+    with pytest.raises(DataError) as excinfo:
         prepare(cfg, store)
-    one_line(excinfo, "no usable catchment", "x_1", "seq_length")
-    assert not store.exists(MANIFEST)
+    assert_one_line(str(excinfo.value), "no usable catchment", "x_1", "seq_length")
 
 
-def test_unknown_config_key_writes_nothing(tmp_path: Path) -> None:
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines()})
+def test_unknown_config_key_writes_nothing(tmp_path: Path, assert_one_line) -> None:
     path = tmp_path / "run.yml"
     path.write_text(f"run_id: bad\nstore: {tmp_path / 'store'}\ndataset: caravan\n"
-                    f"data_dir: {root}\nseq_lenght: 30\n")
+                    f"data_dir: {tmp_path}\nseq_lenght: 30\n")
     with pytest.raises(ConfigError) as excinfo:
         load_config(path)
-    one_line(excinfo, "'seq_lenght'", "seq_length")
+    assert_one_line(str(excinfo.value), "'seq_lenght'", "seq_length")
     assert not (tmp_path / "store").exists()
 
 
-def test_gaps_become_nan_days(tmp_path: Path) -> None:
-    lines = good_lines()
+def test_gaps_become_missing_days(caravan_files, tmp_path: Path) -> None:
+    lines = caravan_files.lines()
     del lines[200:210]  # ten days missing from the file
-    root = write_caravan(tmp_path / "data", {"x_1": lines})
-    store, manifest = run(small_config(str(tmp_path / "store"), root))
+    caravan_files.write({"x_1": lines})
+    store, _ = _run(caravan_files.config(str(tmp_path / "store")))
     frame = load_catchment(store, "x_1")
     assert (frame.index.to_series().diff().dropna() == pd.Timedelta(days=1)).all()
     assert int(frame["streamflow"].isna().sum()) == 10
-    assert manifest["catchments"]["x_1"]["n_days"] == len(frame)
 
 
-def test_store_url_forms(tmp_path: Path) -> None:
+def test_store_url_forms(caravan_files, tmp_path: Path) -> None:
     """A ``file://`` store and the plain path hold the same run."""
-    root = write_caravan(tmp_path / "data", {"x_1": good_lines()})
-    cfg = small_config(f"file://{tmp_path}/store", root)
-    run(cfg)
-    assert (tmp_path / "store" / "bad" / "catchments" / "gauge_id=x_1" / "part-0.parquet").is_file()
-    plain = open_store(str(tmp_path / "store")).child("bad")
-    assert plain.exists(MANIFEST)
+    caravan_files.write({"x_1": caravan_files.lines()})
+    _run(caravan_files.config(f"file://{tmp_path}/store"))
+    assert (tmp_path / "store" / "bad" / "catchments" / "gauge_id=x_1" / "part-0.parquet"
+            ).is_file()
+    assert open_store(str(tmp_path / "store")).child("bad").exists(MANIFEST)

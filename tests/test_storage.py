@@ -102,22 +102,59 @@ def test_local_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == names
 
 
-def test_partitions(any_store) -> None:
+def test_sizes_and_present_partitions(any_store) -> None:
+    from hybrid.partitions import present_partitions
+
     url, options = any_store
     store = open_store(url, options)
     table = pd.DataFrame({"x": [1.0]})
-    for gauge in ("b_2", "a_1", "c_3"):
-        store.write_table(f"catchments/gauge_id={gauge}/part-0.parquet", table)
-    # not finished partitions: a folder without part-0, other files beside them
+    sizes = {g: store.write_table(f"catchments/gauge_id={g}/part-0.parquet", table)
+             for g in ("b_2", "a_1", "c_3")}
+    # not partitions: a folder without part-0, other files beside them, a bad folder name
     store.write_bytes("catchments/gauge_id=d_4/other.bin", b"")
-    store.write_table("catchments/attributes.parquet", table)
     store.write_json("catchments/_manifest.json", {})
-    assert store.partitions("catchments") == ["a_1", "b_2", "c_3"]
-    assert store.partitions("nothing") == []
+    store.write_table("catchments/gauge_id=../part-0.parquet", table)
+    listed = store.sizes("catchments")
+    assert listed["catchments/gauge_id=a_1/part-0.parquet"] == sizes["a_1"]
+    assert listed["catchments/_manifest.json"] == 2
+    assert present_partitions(store, "catchments") == sizes
+    assert present_partitions(store, "nothing") == {}
     # a partition written by another client (a Ray worker) is seen despite listing caches
     other = open_store(url, options)
     other.write_table("catchments/gauge_id=e_5/part-0.parquet", table)
-    assert store.partitions("catchments") == ["a_1", "b_2", "c_3", "e_5"]
+    assert sorted(present_partitions(store, "catchments")) == ["a_1", "b_2", "c_3", "e_5"]
+
+
+def test_local_writes_are_fsynced_before_the_rename(tmp_path: Path, monkeypatch) -> None:
+    """Without fsync, a power cut after the rename can leave a complete-looking empty file."""
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (calls.append("replace"),
+                                                     real_replace(a, b))[1])
+    open_store(str(tmp_path)).write_bytes("x/y.bin", b"data")
+    assert calls[:2] == ["fsync", "replace"]
+
+
+def test_footer_is_read_from_the_tail_and_damage_is_named(tmp_path: Path) -> None:
+    from hybrid.errors import CorruptPartition
+
+    store = open_store(str(tmp_path))
+    frame = pd.DataFrame({f"h_{i}": pd.array(range(5000), dtype="float32") for i in range(40)})
+    key = "encoded/gauge_id=g1/part-0.parquet"
+    store.write_table(key, frame, {"hybrid.note": "kept"})
+    footer = store.read_footer(key)
+    assert footer.num_rows == 5000 and footer.metadata[b"hybrid.note"] == b"kept"
+    data = store.read_bytes(key)
+    store.write_bytes(key, data[: len(data) // 2])
+    for read in (store.read_footer, store.read_table):
+        with pytest.raises(CorruptPartition) as excinfo:
+            read(key)
+        assert excinfo.value.key == key and key in str(excinfo.value)
+        assert "rebuilt on the next run" in str(excinfo.value)
+    store.write_bytes("summary/summary.parquet", b"PAR1 not really")
+    with pytest.raises(StoreError, match="summary.parquet: not a readable Parquet file .*delete"):
+        store.read_table("summary/summary.parquet")
 
 
 def _write_dataset(store: Store) -> None:

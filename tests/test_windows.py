@@ -168,7 +168,7 @@ def test_scaler_uses_only_the_training_period_of_the_given_catchments() -> None:
                       END).input_mean != scaler.input_mean
 
 
-def test_scaler_constant_input_gets_std_one_and_round_trips() -> None:
+def test_scaler_constant_input_is_centred_and_says_so() -> None:
     frames = {"a": _frame(0), "b": _frame(1)}
     for f in frames.values():
         f["t"] = 4.0
@@ -176,6 +176,10 @@ def test_scaler_constant_input_gets_std_one_and_round_trips() -> None:
     assert scaler.input_std[1] == 1.0
     assert scaler.input_mean[1] == pytest.approx(4.0)
     assert scaler.static_std == [1.0]
+    # not silent: each fallback is a note the trainer logs
+    assert len(scaler.notes) == 2
+    assert "variable 't' is constant (4)" in scaler.notes[0]
+    assert "static attribute 'slope' is constant" in scaler.notes[1]
     x = scaler.inputs(frames["a"])
     assert x.dtype == np.float32 and np.isfinite(x).all()
     np.testing.assert_allclose(x[:, 1], 0.0)
@@ -197,3 +201,30 @@ def test_check_inputs_names_the_mismatched_field() -> None:
         scaler.check_inputs(["t", "p"], ["area"])  # order matters: columns feed fixed weights
     with pytest.raises(StoreError, match="static_attributes"):
         scaler.check_inputs(INPUTS, ["area", "slope"])
+
+
+def test_scaler_treats_infinite_values_as_missing() -> None:
+    """One inf (or a value beyond float32) in one training catchment must not turn the whole
+    variable's statistics into a silent 0 / 1 fallback for every catchment."""
+    frames = {"a": _frame(0), "b": _frame(1)}
+    clean = Scaler.fit(frames, _attributes(), INPUTS, ["area"], "q", START, END)
+    frames["b"].loc["2000-03-01", "q"] = np.inf
+    frames["b"].loc["2000-03-02", "p"] = -np.inf
+    scaler = Scaler.fit(frames, _attributes(), INPUTS, ["area"], "q", START, END)
+    rows = pd.concat([f.loc["2000-01-01":"2000-09-30"] for f in frames.values()])
+    finite_q = rows["q"][np.isfinite(rows["q"])]
+    assert scaler.target_mean == pytest.approx(finite_q.mean())
+    assert scaler.target_std == pytest.approx(finite_q.std(ddof=0))
+    assert scaler.target_mean == pytest.approx(clean.target_mean, rel=0.05)
+    assert np.isfinite(scaler.input_mean).all() and scaler.notes == []
+
+
+def test_scaler_refuses_a_variable_with_no_finite_value() -> None:
+    from hybrid.errors import DataError
+
+    frames = {"a": _frame(0), "b": _frame(1)}
+    for f in frames.values():
+        f.loc[:, "t"] = np.nan
+    with pytest.raises(DataError, match="variable 't' has no finite value in the training "
+                                        "period"):
+        Scaler.fit(frames, _attributes(), INPUTS, ["area"], "q", START, END)

@@ -158,7 +158,16 @@ def daily_index(table: Table, dates: pd.Series, sources: Sequence[str]) -> pd.Da
 
 
 def read_daily_csv(path: Path) -> pd.DataFrame:
-    """A CSV with a ``date`` column and numeric columns (Caravan, CAMELS-DE), indexed by date."""
+    """A CSV with a ``date`` column and numeric columns (Caravan, CAMELS-DE), indexed by date.
+
+    An empty file is a catchment without data, like a file with a header and no rows: both come
+    back as an empty table, which ``prepare`` records as a skipped catchment.
+    """
+    try:
+        if path.stat().st_size == 0:
+            return pd.DataFrame(index=pd.DatetimeIndex([], name="date"))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file ({exc.strerror})") from None
     table = read_table(path)
     if "date" not in table.frame.columns:
         found = ", ".join(map(str, table.frame.columns[:6]))

@@ -1,0 +1,65 @@
+"""``hybrid check``: a config against its data and store, without writing or training anything.
+
+It does what ``prepare`` does up to the point of writing (resolve catchments, read every series,
+apply the same checks) and opens the run folder read-only, so a typo, a period outside the data
+or an unreachable bucket shows up in seconds, before an hour of pre-training.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from hybrid.config import Config
+from hybrid.errors import DataError, HybridError, SkipCatchment
+from hybrid.logs import logger
+from hybrid.prepare import (
+    PREPARE_THREADS,
+    canonical_frame,
+    dataset_for,
+    prepare_attributes,
+    resolve_basins,
+)
+from hybrid.runs import open_run
+
+log = logger()
+
+
+def check(cfg: Config) -> dict:
+    """Counts of usable, skipped and failing catchments (with the reasons), or an error."""
+    store = open_run(cfg, write=False)  # reachable, and not a different run under this id
+    dataset = dataset_for(cfg)
+    gauges, skipped = resolve_basins(cfg, dataset)
+    _, bad = prepare_attributes(cfg, dataset, gauges)
+    skipped.update(bad)
+    failed: dict[str, str] = {}
+
+    def one(gauge_id: str):
+        try:
+            canonical_frame(cfg, gauge_id, dataset.load_timeseries(gauge_id))
+            return gauge_id, None, None
+        except SkipCatchment as skip:
+            return gauge_id, skip.reason, None
+        except DataError as err:
+            return gauge_id, None, str(err)
+
+    usable = 0
+    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+        for gauge_id, reason, error in pool.map(one, [g for g in gauges if g not in skipped]):
+            if reason:
+                skipped[gauge_id] = reason
+            elif error:
+                failed[gauge_id] = error
+            else:
+                usable += 1
+    for gauge_id, reason in sorted(skipped.items()):
+        log.info(f"check: catchment {gauge_id} would be skipped: {reason}")
+    for gauge_id, error in sorted(failed.items()):
+        log.info(f"check: catchment {gauge_id} would fail: {error}")
+    log.info(f"check: {usable} usable catchment(s), {len(skipped)} skipped, {len(failed)} "
+             f"failing; run folder {store.uri()}")
+    if not usable:
+        raise HybridError("check: no usable catchment")
+    if cfg.n_train_basins is not None and cfg.n_train_basins > usable:
+        raise HybridError(f"n_train_basins: {cfg.n_train_basins} training catchments asked for, "
+                          f"but only {usable} catchments are usable")
+    return {"usable": usable, "skipped": skipped, "failed": failed}

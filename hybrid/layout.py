@@ -1,0 +1,131 @@
+"""Every key of a run folder, in one place, so stages share names instead of importing each other.
+
+A run is ``<store>/<run_id>/``::
+
+    config.yml                                   the resolved config (+ provenance), written first
+    run.log                                      what every command printed, appended per command
+    timings.json                                 wall time per stage
+    attributes.parquet                           gauge_id + static attributes (float32)
+    catchments/gauge_id=<id>/part-0.parquet      date, dynamic inputs, target
+    checkpoints/final.pt, epoch-NNN.pt, split.json, history.parquet
+    encoded/gauge_id=<id>/part-0.parquet         date, split, observed, regional, h_0..h_{H-1}
+    baselines/<model>/predictions/gauge_id=<id>/part-0.parquet   date, <model>
+    predictions/gauge_id=<id>/part-0.parquet     date, observed, regional, hybrid (test period)
+    metrics/gauge_id=<id>/part-0.parquet         one row per model, every metric
+    summary/summary.parquet, summary/aggregate.parquet
+    report/report.md and PNG figures
+
+A partitioned folder holds nothing but ``gauge_id=<id>/part-0.parquet`` files and the stage's
+``_manifest.json`` (which Parquet readers skip), so pandas, pyarrow, DuckDB and Ray Data read it
+as one table. The catchment id lives only in the folder name, never inside the file: repeating
+it made readers disagree about its type. Digit-only ids (NCAR CAMELS-US ``01022500``) are
+inferred as integers by pyarrow's partition discovery, dropping the leading zero, so readers
+should pass the explicit partitioning below (``PARTITIONING``); DuckDB and Ray Data keep text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+CONFIG = "config.yml"
+RUN_LOG = "run.log"
+TIMINGS = "timings.json"
+ATTRIBUTES = "attributes.parquet"
+
+CATCHMENTS = "catchments"
+ENCODED = "encoded"
+PREDICTIONS = "predictions"
+METRICS = "metrics"
+BASELINES = "baselines"
+
+CHECKPOINTS = "checkpoints"
+FINAL = f"{CHECKPOINTS}/final.pt"
+SPLIT = f"{CHECKPOINTS}/split.json"
+HISTORY = f"{CHECKPOINTS}/history.parquet"
+
+SUMMARY_DIR = "summary"
+SUMMARY = f"{SUMMARY_DIR}/summary.parquet"
+AGGREGATE = f"{SUMMARY_DIR}/aggregate.parquet"
+
+REPORT_DIR = "report"
+REPORT = f"{REPORT_DIR}/report.md"
+
+MANIFEST_NAME = "_manifest.json"
+PARTITION_FILE = "part-0.parquet"
+PARTITION_KEY = "gauge_id"
+
+#: the schema of the hive partition key: pass it to readers so ids stay text
+PARTITION_SCHEMA = pa.schema([pa.field(PARTITION_KEY, pa.string())])
+
+#: a catchment id must be usable as one path segment on every filesystem and in a hive folder
+#: name: no '/', no '=', no leading dot, no '..', no whitespace
+GAUGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+
+
+def partitioning():
+    """``pyarrow.dataset.partitioning`` that reads ``gauge_id=<id>`` folders as text."""
+    import pyarrow.dataset as ds
+
+    return ds.partitioning(PARTITION_SCHEMA, flavor="hive")
+
+
+def is_gauge_id(value: object) -> bool:
+    return isinstance(value, str) and bool(GAUGE_ID.fullmatch(value)) and ".." not in value
+
+
+def check_gauge_id(value: object, where: str) -> str:
+    """The id itself, or ``ValueError`` naming where it came from (config key, file, manifest).
+
+    Ids read back from the store are checked exactly like ids from the config: a manifest entry
+    such as ``x/../../tmp/y`` must never become a path.
+    """
+    if not is_gauge_id(value):
+        raise ValueError(
+            f"{where}: {value!r} is not a usable catchment id (letters, digits and '_', '.', '+', "
+            "'-' only, starting with a letter or digit, at most 128 characters)")
+    return value  # type: ignore[return-value]
+
+
+def partition_dir(folder: str, gauge_id: str) -> str:
+    check_gauge_id(gauge_id, folder)
+    return f"{folder}/{PARTITION_KEY}={gauge_id}"
+
+
+def partition_key(folder: str, gauge_id: str) -> str:
+    return f"{partition_dir(folder, gauge_id)}/{PARTITION_FILE}"
+
+
+def manifest_key(folder: str) -> str:
+    return f"{folder}/{MANIFEST_NAME}"
+
+
+def baseline_predictions(model: str) -> str:
+    """Folder of a baseline model's predictions (``catchment_wise``, ``finetuned``)."""
+    return f"{BASELINES}/{model}/{PREDICTIONS}"
+
+
+def baseline_checkpoints(model: str, gauge_id: str) -> str:
+    """Folder of one catchment's baseline LSTM checkpoints."""
+    return f"{BASELINES}/{model}/{CHECKPOINTS}/{PARTITION_KEY}={check_gauge_id(gauge_id, model)}"
+
+
+def epoch_key(epoch: int, folder: str = CHECKPOINTS) -> str:
+    return f"{folder}/epoch-{epoch:03d}.pt"
+
+
+def feature_columns(hidden_size: int) -> list[str]:
+    return [f"h_{i}" for i in range(hidden_size)]
+
+
+#: column -> type of the files of each partitioned folder (the encoded folder adds h_0..h_{H-1}
+#: float32 and the catchments folder one float32 column per variable)
+ENCODED_COLUMNS = {"date": pa.timestamp("ms"), "split": pa.string(), "observed": pa.float32(),
+                   "regional": pa.float32()}
+PREDICTION_COLUMNS = {"date": pa.timestamp("ms"), "observed": pa.float32(),
+                      "regional": pa.float32(), "hybrid": pa.float32()}
+#: the non-metric columns of a metrics partition and of the summary, in order
+METRIC_ID_COLUMNS = ["model", "in_training"]
+METRIC_INFO_COLUMNS = ["n_train", "n_test", "fit_seconds", "node_id"]
+STATUS_COLUMNS = ["status", "stage", "error"]

@@ -1,0 +1,190 @@
+"""A run folder that never lies: damaged or missing partitions are redone, never trusted.
+
+A finished tiny run (no Ray) is copied for each case; the case damages one catchment's partition
+in one folder, reruns the pipeline, and checks that exactly that catchment is redone, every other
+partition is left untouched, and the summary ends identical (the pipeline is seeded, so the
+healed catchment's numbers come back too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hybrid import layout, partitions
+from hybrid.cli import main
+from hybrid.errors import StoreError
+from hybrid.pipeline import stage_run
+from hybrid.runs import run_store
+
+VICTIM = "synthetic_001"
+#: folder -> the stage that rebuilds it, as named in the log
+FOLDERS = {layout.CATCHMENTS: "prepare", layout.ENCODED: "encode",
+           layout.PREDICTIONS: "decode", layout.METRICS: "score"}
+STABLE = ["gauge_id", "model", "status", "nse", "kge_2012", "n_train", "n_test"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_config):
+    cfg = tiny_config(str(tmp_path_factory.mktemp("template")), epochs=1)
+    assert stage_run(cfg).exit_code == 0
+    return cfg
+
+
+@pytest.fixture
+def copy(finished, tmp_path):
+    """(cfg, store) of a private copy of the finished run."""
+    target = tmp_path / "store"
+    shutil.copytree(finished.store, target)
+    cfg = finished.replace(store=str(target))
+    return cfg, run_store(cfg)
+
+
+def _files(store) -> dict[str, tuple[bytes, int]]:
+    root = Path(store.path())
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in root.rglob("*.parquet")}
+
+
+def _summary(store) -> pd.DataFrame:
+    return store.read_frame(layout.SUMMARY)[STABLE]
+
+
+@pytest.mark.parametrize("folder", list(FOLDERS))
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_a_damaged_partition_is_redone_and_only_it(copy, folder, damage, capsys) -> None:
+    cfg, store = copy
+    before_summary = _summary(store)
+    before = _files(store)
+    key = layout.partition_key(folder, VICTIM)
+    path = Path(store.path(key))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        shutil.rmtree(path.parent)
+    capsys.readouterr()
+    outcome = stage_run(cfg)
+    err = capsys.readouterr().err
+    stage = FOLDERS[folder]
+    reason = "its partition is missing" if damage == "delete" else "(cut short or replaced)"
+    line = next(x for x in err.splitlines() if x.startswith(f"{stage}: redoing catchment"))
+    assert line.startswith(f"{stage}: redoing catchment {VICTIM}: ") and line.endswith(reason)
+    assert outcome.exit_code == 0
+    redone = [line for line in err.splitlines() if ": redoing catchment" in line]
+    assert len(redone) == 1, redone  # nothing else was redone, in any stage
+    after = _files(store)
+    assert set(after) == set(before)
+    changed = {k for k in before if after[k] != before[k]}
+    assert changed <= {key, layout.SUMMARY, layout.AGGREGATE} | (
+        # a re-scored catchment's metrics rows do not change; a refit rewrites both files
+        {layout.partition_key(layout.METRICS, VICTIM)} if folder == layout.PREDICTIONS else set())
+    pd.testing.assert_frame_equal(_summary(store), before_summary)
+
+
+def test_same_size_damage_is_caught_by_the_reader_and_healed_next_run(copy, capsys) -> None:
+    """Damage the size check cannot see: the stage that reads the file fails that catchment
+    with a one-line error naming the file, deletes it, and the next run rebuilds it."""
+    cfg, store = copy
+    before = _summary(store)
+    key = layout.partition_key(layout.ENCODED, VICTIM)
+    path = Path(store.path(key))
+    data = bytearray(path.read_bytes())
+    data[-8:] = b"XXXXXXXX"  # the footer length and magic: same size, unreadable
+    path.write_bytes(bytes(data))
+    shutil.rmtree(Path(store.path(layout.partition_dir(layout.PREDICTIONS, VICTIM))))
+    capsys.readouterr()
+    outcome = stage_run(cfg)
+    err = capsys.readouterr().err
+    assert outcome.exit_code == 3 and outcome.failed == [VICTIM]
+    line = next(x for x in err.splitlines() if f"catchment {VICTIM} failed" in x)
+    assert key in line and "not a readable Parquet file" in line
+    assert not path.exists()  # deleted, so that it is rebuilt rather than failed on forever
+    outcome = stage_run(cfg)
+    assert outcome.exit_code == 0
+    pd.testing.assert_frame_equal(_summary(store), before)
+
+
+def test_a_damaged_manifest_means_checking_every_partition(copy, capsys) -> None:
+    cfg, store = copy
+    before = _files(store)
+    Path(store.path(layout.manifest_key(layout.ENCODED))).write_text('{"catchments": {')
+    capsys.readouterr()
+    assert stage_run(cfg).exit_code == 0
+    err = capsys.readouterr().err
+    assert "encoded/_manifest.json: not valid JSON" in err
+    assert "checking every partition of encoded instead" in err
+    assert "encode: 0 of 4 catchments to encode (4 already done)" in err
+    assert _files(store) == before  # every footer was sound: nothing redone
+    assert store.read_json(layout.manifest_key(layout.ENCODED))["catchments"]  # rewritten
+
+
+def test_an_id_from_a_manifest_never_becomes_a_path(copy, tmp_path) -> None:
+    """A manifest entry like ``x/../../tmp/y`` is refused, not joined into a file name."""
+    cfg, store = copy
+    outside = tmp_path / "outside"
+    evil = f"camels_x/../../../../../../{outside.relative_to('/')}"
+    path = Path(store.path(layout.manifest_key(layout.ENCODED)))
+    manifest = json.loads(path.read_text())
+    manifest["catchments"][evil] = {"rows": 1, "bytes": 1}
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(StoreError) as excinfo:
+        stage_run(cfg)
+    message = str(excinfo.value)
+    assert "\n" not in message and "is not a usable catchment id" in message
+    assert "encoded/_manifest.json" in message
+    assert not outside.exists() and not list(tmp_path.rglob("y"))
+
+
+def test_a_truncated_final_checkpoint_is_one_line_with_what_to_do(copy, capsys) -> None:
+    cfg, store = copy
+    path = Path(store.path(layout.FINAL))
+    path.write_bytes(path.read_bytes()[:200])
+    config = Path(store.path(layout.CONFIG))
+    root = str(Path(store.path()).parent)  # the recorded config names the template's store
+    assert main(["encode", "--config", str(config), "--store", root]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err[-1:]) == 1 and err[-1].startswith("error: ")
+    assert "final.pt: not a readable checkpoint" in err[-1] and "delete it" in err[-1]
+
+
+def test_a_partition_from_another_config_is_refused(copy, tiny_config) -> None:
+    """Without config.yml and manifests, the partitions' own stamps still say which config
+    made them: a rerun with another model size is refused, not mixed in."""
+    cfg, store = copy
+    for folder in [*FOLDERS, layout.SUMMARY_DIR]:
+        manifest = Path(store.path(layout.manifest_key(folder)))
+        if manifest.exists():
+            manifest.unlink()
+    os.remove(store.path(layout.CONFIG))
+    with pytest.raises(StoreError) as excinfo:
+        stage_run(cfg.replace(seq_length=61))
+    assert "was written by a run with a different config" in str(excinfo.value)
+    assert "catchments/gauge_id=" in str(excinfo.value)
+
+
+def test_data_dir_cannot_change_while_prepare_is_unfinished(caravan_files, tmp_path) -> None:
+    from hybrid.errors import ConfigError
+    from hybrid.prepare import prepare
+    from hybrid.runs import open_run
+
+    caravan_files.write({"x_1": caravan_files.lines(), "x_2": caravan_files.lines()})
+    other = tmp_path / "other"
+    shutil.copytree(caravan_files.root, other)
+    cfg = caravan_files.config(str(tmp_path / "store"))
+    store = open_run(cfg)
+    prepare(cfg, store)
+    store.delete(layout.manifest_key(layout.CATCHMENTS))  # as if interrupted
+    moved = cfg.replace(data_dir=str(other))
+    with pytest.raises(ConfigError) as excinfo:
+        prepare(moved, open_run(moved))
+    message = str(excinfo.value)
+    assert "data_dir" in message and str(caravan_files.root) in message and str(other) in message
+    # once prepare has finished, the data may move: nothing is re-read
+    prepare(cfg, store)
+    assert prepare(moved, open_run(moved)).ran == []
+    assert partitions.read_manifest(store, layout.CATCHMENTS) is not None

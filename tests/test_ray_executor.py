@@ -1,0 +1,98 @@
+"""The Ray edge on CPU, end to end to Parquet on a real S3 endpoint (moto server).
+
+prepare -> pretrain (on an encoder host actor) -> encode (served by the same host) with the run's
+store in a bucket; then a host killed by Ray must rebuild its state from the store in its
+``__init__`` / setup; and remote project errors come back as themselves, one line.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from hybrid import cluster, layout, partitions
+from hybrid.encode import encode_one, setup_encoder
+from hybrid.errors import ConfigError, SkipCatchment
+from hybrid.pipeline import Session, stage_encode, stage_prepare, stage_pretrain
+from hybrid.runner import Context
+from hybrid.runs import read_timings, run_store
+
+pytestmark = pytest.mark.slow
+
+
+def test_encoder_host_pretrains_and_encodes_to_s3(ray_local, s3_bucket, tiny_config) -> None:
+    url, options = s3_bucket
+    cfg = tiny_config(url, options, epochs=1, hidden_size=8, seq_length=30,
+                      max_train_samples_per_epoch=256, encoder="streaming",
+                      resources={"executor": "ray", "encoder_num_cpus": 1,
+                                 "encode_in_flight": 2})
+    session = Session.open(cfg)
+    try:
+        stage_prepare(cfg, session)
+        store = run_store(cfg)
+        assert store.uri().startswith("s3://")
+        gauges = sorted(partitions.read_manifest(store, layout.CATCHMENTS)["catchments"])
+        info = stage_pretrain(cfg, session)
+        assert info["device"] == "cpu" and info["best_epoch"] == 1
+        assert store.exists(layout.FINAL) and store.exists("checkpoints/epoch-001.pt")
+        assert stage_pretrain(cfg, session) == {}  # done: no second training
+        result = stage_encode(cfg, session)
+    finally:
+        session.close()
+    store.invalidate()
+    assert sorted(partitions.present_partitions(store, layout.ENCODED)) == gauges
+    assert sorted(result.done) == gauges and result.skipped == {}
+    table = store.read_table(layout.partition_key(layout.ENCODED, gauges[0]))
+    assert table.column_names == ["date", "split", "observed", "regional",
+                                  *layout.feature_columns(8)]
+    assert table.schema.field("h_7").type == pa.float32()
+    assert set(table.column("split").to_pylist()) == {"train", "validation", "test"}
+
+    timings = read_timings(store)
+    assert timings["pretrain"]["node_id"] == info["node_id"]
+    assert timings["pretrain"]["device"] == "cpu"
+    assert timings["encode"]["node_ids"] == [info["node_id"]]  # the host that pre-trained
+    assert timings["encode"]["catchments"] == len(gauges)
+
+    # a host that Ray restarts (node loss) runs __init__ and setup again: from the bucket
+    final_before = store.read_bytes(layout.FINAL)
+    executor = cluster.RayExecutor(cfg, store)
+    try:
+        context = Context.of(store, cfg)
+        results = list(executor.map(encode_one, setup_encoder, context, gauges[1:2], "encoder"))
+        assert results[0][2] is None
+        host = executor.host(executor.resources("encoder"))
+        ray_local.kill(host, no_restart=False)
+        again = list(executor.map(encode_one, setup_encoder, context, gauges[2:3], "encoder"))
+        assert again[0][2] is None, again
+        assert again[0][1]["records"][layout.ENCODED]["rows"] == store.read_table(
+            layout.partition_key(layout.ENCODED, gauges[2])).num_rows
+    finally:
+        executor.close()
+    assert store.read_bytes(layout.FINAL) == final_before  # nothing retrained
+
+
+def _raise_config_error(context, state, item):
+    raise ConfigError(f"decoder.params: bad value for {item}")
+
+
+def _skip(context, state, item):
+    raise SkipCatchment(item, "no data in the test period")
+
+
+def test_remote_project_errors_come_back_as_themselves(ray_local, tiny_config, tmp_path) -> None:
+    import sys
+
+    # the workers cannot import this test module: ship its functions by value
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cfg = tiny_config(str(tmp_path / "s"), resources={"executor": "ray"})
+    executor = cluster.RayExecutor(cfg, run_store(cfg))
+    context = Context.of(run_store(cfg), cfg)
+    [(item, result, error)] = list(executor.map(_raise_config_error, None, context, ["g1"],
+                                                "worker"))
+    assert isinstance(error, ConfigError) and str(error) == "decoder.params: bad value for g1"
+    [(item, result, error)] = list(executor.map(_skip, None, context, ["g2"], "worker"))
+    assert isinstance(error, SkipCatchment) and error.reason == "no data in the test period"
+    with pytest.raises(ConfigError, match="^decoder.params: bad value for x$"):
+        executor.call(lambda c: _raise_config_error(c, {}, "x"), context, "worker")
+    executor.close()
