@@ -127,6 +127,14 @@ class Config:
     output_dropout: float = 0.4
     initial_forget_bias: float = 3.0
 
+    #: "mse" on the standardised target (the paper's), or "nse": each catchment's squared
+    #: errors weighted by 1 / (its target std + 0.1)^2 (Kratzert et al. 2019, NeuralHydrology's
+    #: NSE loss), so dry and wet catchments count alike
+    loss: Literal["mse", "nse"] = "mse"
+    #: "bf16" runs the training forward pass under bfloat16 autocast (1.3-1.7x faster on a
+    #: CPU with AVX512-BF16, and on GPUs; BENCHMARKS.md measures what it costs in skill);
+    #: evaluation and encoding stay in float32
+    precision: Literal["fp32", "bf16"] = "fp32"
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3

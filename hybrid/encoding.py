@@ -59,6 +59,45 @@ def encode_exact(model: RegionalLSTM, arrays: CatchmentArrays, ends: np.ndarray,
 
 
 @torch.no_grad()
+def regional_head(model: RegionalLSTM, arrays: CatchmentArrays, days: np.ndarray,
+                  seq_length: int, predict_last_n: int = 1, batch_size: int = 512,
+                  device: str = "cpu") -> np.ndarray:
+    """The regional LSTM's (standardised) prediction for each of ``days``, read the way the
+    model was trained: the last ``predict_last_n`` steps of a ``seq_length`` window started
+    from zero. Blocks of ``predict_last_n`` days tile ``days`` back from the last one, so a
+    sequence-to-sequence model costs one window per block instead of one per day; a block
+    whose window holds a gap falls back to one window per day. With ``predict_last_n == 1``
+    this is the paper's many-to-one scoring, one window per day.
+    """
+    model.eval()
+    n = max(1, int(predict_last_n))
+    out = np.full(len(days), np.nan)
+    if not len(days):
+        return out
+    valid = valid_window_ends(arrays.x, seq_length)
+    block_end = days + (int(days.max()) - days) % n if n > 1 else days.copy()
+    in_block = (block_end < len(valid)) & valid[np.minimum(block_end, len(valid) - 1)]
+    single = ~in_block
+    if in_block.any():
+        ends = np.unique(block_end[in_block])
+        windows = torch.from_numpy(arrays.x).unfold(0, seq_length, 1)
+        x_s = torch.from_numpy(arrays.static).to(device)
+        tails = np.empty((len(ends), n), np.float64)
+        for start in range(0, len(ends), batch_size):
+            chunk = torch.from_numpy(ends[start:start + batch_size] - seq_length + 1)
+            x_d = windows[chunk].transpose(1, 2).to(device)
+            y_hat = model(x_d, x_s.expand(len(chunk), -1))["y_hat"][:, -n:, 0]
+            tails[start:start + len(chunk)] = y_hat.float().cpu().numpy()
+        row = np.searchsorted(ends, block_end[in_block])
+        out[in_block] = tails[row, n - 1 - (block_end[in_block] - days[in_block])]
+    if single.any():
+        hidden = encode_exact(model, arrays, days[single], seq_length, batch_size, device)
+        out[single] = model.predict_hidden(torch.from_numpy(hidden).to(device))[:, 0] \
+            .float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
 def encode_streaming(model: RegionalLSTM, arrays: CatchmentArrays, ends: np.ndarray,
                      seq_length: int, chunk_days: int = 4096, device: str = "cpu"
                      ) -> np.ndarray:
@@ -122,15 +161,19 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
     options = {"batch_size": cfg.encode_batch_size} if method == "exact" else {}
     hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device,
                               **options)
-    # The regional baseline is scored as it was trained: from exact windows. With streaming
-    # features that costs an exact pass over the test days only (where it is scored).
+    # The regional baseline is scored as it was trained: from windows started from zero
+    # (``regional_head``). With streaming features that costs a pass over the test days only,
+    # where it is scored.
     scored = np.ones(len(days), bool) if method == "exact" else labels == "test"
-    exact = hidden[scored] if method == "exact" else encode_exact(
-        trained.model, arrays, days[scored], cfg.seq_length, cfg.encode_batch_size, device)
+    if method == "exact":
+        with torch.no_grad():
+            head = trained.model.predict_hidden(torch.from_numpy(hidden).to(device))[:, 0]
+        head = head.float().cpu().numpy()
+    else:
+        head = regional_head(trained.model, arrays, days[scored], cfg.seq_length,
+                             cfg.predict_last_n, cfg.encode_batch_size, device)
     regional = np.full(len(days), np.nan)
-    with torch.no_grad():
-        head = trained.model.predict_hidden(torch.from_numpy(exact).to(device))
-    regional[scored] = trained.scaler.denormalise(head[:, 0].cpu().numpy())
+    regional[scored] = trained.scaler.denormalise(head)
     observed = frame[cfg.target].to_numpy(np.float64)[days]
     columns = {
         "date": pa.array(arrays.dates[days].values.astype("datetime64[ms]")),

@@ -14,6 +14,7 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -84,21 +85,48 @@ def hparams(cfg: Config, scaler: Scaler) -> dict:
             "initial_forget_bias": cfg.initial_forget_bias}
 
 
-class MaskedMSE:
-    """Mean squared error over the observed targets of a batch (missing days carry no loss).
+class MaskedLoss:
+    """Squared error over the observed targets of a batch (missing days carry no loss),
+    optionally weighted per catchment: NSE* (Kratzert et al. 2019) divides each catchment's
+    errors by (its target std + 0.1)^2, so a wet catchment's large errors do not drown the dry
+    ones. The same object scores training and validation.
 
-    Returns the sum and the count separately, so an epoch's validation loss is the mean over
-    every observed target, not a mean of batch means.
+    ``__call__`` returns the sum and the count separately, so an epoch's validation loss is the
+    mean over every observed target, not a mean of batch means.
     """
 
-    def __call__(self, y_hat: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, weights: np.ndarray | None = None) -> None:
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+
+    def __call__(self, y_hat: torch.Tensor, y: torch.Tensor,
+                 owners: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         mask = torch.isfinite(y)
         diff = torch.where(mask, y_hat - torch.nan_to_num(y), torch.zeros_like(y_hat))
-        return (diff ** 2).sum(), mask.sum()
+        squared = diff ** 2
+        if self.weights is not None and owners is not None:
+            squared = squared * self.weights.to(y.device)[owners].unsqueeze(-1)
+        return squared.sum(), mask.sum()
 
-    def mean(self, y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        total, count = self(y_hat, y)
+    def mean(self, y_hat: torch.Tensor, y: torch.Tensor,
+             owners: torch.Tensor | None = None) -> torch.Tensor:
+        total, count = self(y_hat, y, owners)
         return total / count.clamp(min=1)
+
+
+#: the plain loss, for callers that weigh nothing
+MaskedMSE = MaskedLoss
+
+
+def nse_weights(arrays: list[CatchmentArrays], start, end) -> np.ndarray:
+    """1 / (std + 0.1)^2 of each catchment's standardised target over [start, end]."""
+    from hybrid.windows import period_mask
+
+    stds = []
+    for c in arrays:
+        y = c.y[period_mask(c.dates, start, end)]
+        y = y[np.isfinite(y)]
+        stds.append(float(y.std()) if len(y) > 1 else 1.0)
+    return 1.0 / (np.asarray(stds) + 0.1) ** 2
 
 
 @dataclass
@@ -133,7 +161,6 @@ class Trainer:
         self.say = (lambda *_: None) if quiet else log.info
         self.quiet = quiet
         self.folder = checkpoint_folder
-        self.loss = MaskedMSE()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         attributes = load_attributes(data)
@@ -150,15 +177,19 @@ class Trainer:
             g, self.scaler.static_attributes].to_numpy(), self.scaler) for g in split["train"]]
         self.train_windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
                                            cfg.train_start_date, cfg.train_end_date)
+        # validation windows tile each catchment's validation period once (stride n), so the
+        # per-catchment NSE covers whole years whatever predict_last_n is
         self.valid_windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
-                                           cfg.validation_start_date, cfg.validation_end_date)
+                                           cfg.validation_start_date, cfg.validation_end_date,
+                                           stride=cfg.predict_last_n)
         if len(self.train_windows) == 0:
             raise HybridError("pretrain: no valid training window in any training catchment "
                               f"between {cfg.train_start_date} and {cfg.train_end_date}")
-        self.val_idx = np.arange(len(self.valid_windows))
-        if cfg.max_validation_samples and len(self.val_idx) > cfg.max_validation_samples:
-            self.val_idx = np.sort(np.random.default_rng(cfg.seed).choice(
-                len(self.val_idx), cfg.max_validation_samples, replace=False))
+        self.val_idx = _validation_subset(self.valid_windows, cfg.max_validation_samples,
+                                          cfg.seed)
+        weights = nse_weights(arrays, cfg.train_start_date, cfg.train_end_date) \
+            if cfg.loss == "nse" else None
+        self.loss = MaskedLoss(weights)
         torch.manual_seed(cfg.seed)
         self.model = RegionalLSTM.from_hparams(hparams(cfg, self.scaler)).to(self.device)
         if init is not None:
@@ -193,6 +224,7 @@ class Trainer:
         torch.manual_seed(cfg.seed * 1000 + epoch)
         self.model.train()
         started, losses, seen, out_of_time = time.monotonic(), [], 0, False
+        cpu_started = time.process_time()
         n_batches = math.ceil(len(order) / cfg.batch_size)
         n_last = cfg.predict_last_n
         with Progress(n_batches, f"pretrain epoch {epoch}/{cfg.epochs}", unit="batch",
@@ -200,7 +232,10 @@ class Trainer:
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 x_d, x_s, y = (t.to(self.device) for t in self.train_windows.batch(idx))
-                loss = self.loss.mean(self.model(x_d, x_s)["y_hat"][:, -n_last:, 0], y)
+                owners = torch.from_numpy(self.train_windows.owners[idx]).to(self.device)
+                with self._autocast():
+                    y_hat = self.model(x_d, x_s)["y_hat"][:, -n_last:, 0]
+                loss = self.loss.mean(y_hat.float(), y, owners)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_gradient_norm:
@@ -216,14 +251,21 @@ class Trainer:
         seconds = time.monotonic() - started
         self.state.train_seconds += seconds
         return {"epoch": epoch, "train_loss": float(np.mean(losses)), "samples": seen,
-                "seconds": seconds, "samples_per_second": seen / max(seconds, 1e-9),
+                "seconds": seconds, "cpu_seconds": time.process_time() - cpu_started,
+                "samples_per_second": seen / max(seconds, 1e-9),
+                "target_days_per_second": seen * cfg.predict_last_n / max(seconds, 1e-9),
                 "out_of_time": out_of_time}
+
+    def _autocast(self):
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Validation loss over the fixed validation sample, and the median NSE over the
-        training catchments of the days it covers (in normalised units: NSE is unchanged by an
-        affine rescaling of obs and sim alike)."""
+        """Validation loss over the fixed validation windows, and the median NSE over their
+        catchments of the days they cover (in normalised units: NSE is unchanged by an affine
+        rescaling of obs and sim alike)."""
         if not len(self.val_idx):
             return {"validation_loss": math.nan, "validation_nse": math.nan}
         self.model.eval()
@@ -235,7 +277,8 @@ class Trainer:
             idx = self.val_idx[start:start + batch]
             x_d, x_s, y = (t.to(self.device) for t in self.valid_windows.batch(idx))
             y_hat = self.model(x_d, x_s)["y_hat"][:, -n:, 0]
-            part_sum, part_count = self.loss(y_hat, y)
+            owners_idx = torch.from_numpy(self.valid_windows.owners[idx]).to(self.device)
+            part_sum, part_count = self.loss(y_hat, y, owners_idx)
             total += float(part_sum)
             count += int(part_count)
             owners.append(np.repeat(self.valid_windows.owners[idx], n))
@@ -318,6 +361,22 @@ class Trainer:
         self.say(f"pretrain: best epoch {self.state.best_epoch} (validation loss "
                  f"{self.state.best_loss:.4f}); checkpoint at {self.out.uri(final_key)}")
         return trained
+
+
+def _validation_subset(windows: WindowSampler, budget: int | None, seed: int) -> np.ndarray:
+    """Indices of the validation windows of a seeded subset of catchments, as many whole
+    catchments as fit in ``budget`` windows (all of them without a budget)."""
+    if not budget or len(windows) <= budget:
+        return np.arange(len(windows))
+    order = np.random.default_rng(seed).permutation(int(windows.owners.max()) + 1)
+    counts = np.bincount(windows.owners, minlength=len(order))
+    keep, total = [], 0
+    for owner in order:
+        if total and total + counts[owner] > budget:
+            break
+        keep.append(owner)
+        total += counts[owner]
+    return np.flatnonzero(np.isin(windows.owners, keep))
 
 
 def train_regional(store: Store, cfg: Config, device: str | None = None) -> ckpt.TrainedModel:

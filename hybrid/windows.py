@@ -180,7 +180,10 @@ class WindowSampler:
     """
 
     def __init__(self, catchments: list[CatchmentArrays], seq_length: int, predict_last_n: int,
-                 start: dt.date, end: dt.date) -> None:
+                 start: dt.date, end: dt.date, stride: int = 1) -> None:
+        """``stride`` > 1 keeps every ``stride``-th window end, counted back from each
+        catchment's last one: with ``stride == predict_last_n`` the scored days of the windows
+        tile the period once (how a sequence-to-sequence model is evaluated)."""
         self.seq_length, self.predict_last_n = seq_length, predict_last_n
         offsets = np.cumsum([0] + [len(c.x) for c in catchments])
         self.x = torch.from_numpy(np.concatenate([c.x for c in catchments]))
@@ -190,6 +193,8 @@ class WindowSampler:
         ends, owners = [], []
         for i, c in enumerate(catchments):
             local = c.sample_ends(seq_length, predict_last_n, start, end)
+            if stride > 1 and len(local):
+                local = local[(local[-1] - local) % stride == 0]
             ends.append(local + offsets[i])
             owners.append(np.full(len(local), i))
         self.ends = np.concatenate(ends) if ends else np.zeros(0, np.int64)

@@ -262,3 +262,35 @@ def test_mismatched_input_features_are_refused(run) -> None:
     statics = cfg.replace(static_attributes=cfg.static_attributes[:-1])
     with pytest.raises(StoreError, match="static_attributes"):
         setup_encoder(Context.of(store, statics), trained)
+
+
+def test_regional_head_reads_blocks_the_way_a_sequence_model_was_trained(run) -> None:
+    """With predict_last_n = n the regional prediction of a day comes from the window ending at
+    its block's last day; with n = 1 it is the head on the exact state of the day's own window."""
+    from hybrid.encoding import regional_head
+
+    store, cfg, trained = run
+    frame, static, arrays = _arrays(store, trained)
+    x, x_s = _by_hand(trained, frame, static)
+    days = np.arange(len(frame) - 25, len(frame))  # the last 25 days
+    n = 10
+    got = regional_head(trained.model, arrays, days, SEQ, n)
+    last = int(days[-1])
+    for k, day in enumerate(days):
+        end = day + (last - day) % n  # the block that scores this day ends here
+        window = x[end - SEQ + 1:end + 1].unsqueeze(0)
+        with torch.no_grad():
+            y_hat = trained.model(window, x_s.unsqueeze(0))["y_hat"][0, :, 0]
+        assert got[k] == pytest.approx(float(y_hat[SEQ - 1 - (end - day)]), abs=1e-5)
+    one = regional_head(trained.model, arrays, days, SEQ, 1)
+    exact = encode_exact(trained.model, arrays, days, SEQ)
+    with torch.no_grad():
+        head = trained.model.predict_hidden(torch.from_numpy(exact))[:, 0].numpy()
+    np.testing.assert_allclose(one, head, rtol=0, atol=1e-6)
+    # a gap inside a block's window: those days fall back to their own windows
+    holed = replace(arrays, x=arrays.x.copy())
+    gap = int(days[-1]) - 3  # inside the last block's window, after days[-10..-4]
+    holed.x[gap, 0] = np.nan
+    valid_days = days[days < gap]
+    fallback = regional_head(trained.model, holed, valid_days, SEQ, n)
+    assert np.isfinite(fallback).all()

@@ -378,3 +378,13 @@ def test_store_url_forms(caravan_files, tmp_path: Path) -> None:
     assert (tmp_path / "store" / "bad" / "catchments" / "gauge_id=x_1" / "part-0.parquet"
             ).is_file()
     assert open_store(str(tmp_path / "store")).child("bad").exists(MANIFEST)
+
+
+def test_catchment_without_attribute_value_is_skipped(caravan_files, tmp_path: Path) -> None:
+    attributes = "gauge_id,p_mean,aridity\nx_1,2.0,0.5\nx_2,,0.7\n"
+    caravan_files.write({"x_1": caravan_files.lines(), "x_2": caravan_files.lines()},
+                        attributes=attributes)
+    store, result = _run(caravan_files.config(str(tmp_path / "store")))
+    assert list(result.done) == ["x_1"]
+    assert result.skipped == {"x_2": "static attribute 'p_mean' is missing"}
+    assert list(load_attributes(store).index) == ["x_1"]

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -211,8 +212,8 @@ def test_rerun_with_a_final_checkpoint_does_not_retrain(tmp_path: Path, monkeypa
 
 
 def _without_seconds(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k not in ("seconds", "samples_per_second")}
-            for h in history]
+    timing = ("seconds", "cpu_seconds", "samples_per_second", "target_days_per_second")
+    return [{k: v for k, v in h.items() if k not in timing} for h in history]
 
 
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path, capsys, tiny) -> None:
@@ -320,3 +321,43 @@ def test_one_masked_loss_for_training_and_validation() -> None:
     assert float(total) == 1.0 + 4.0 and int(count) == 2
     assert float(loss.mean(y_hat, y)) == 2.5
     assert float(loss.mean(y_hat, torch.full_like(y, math.nan))) == 0.0  # nothing observed
+
+
+def test_nse_loss_weighs_each_catchment_by_its_spread() -> None:
+    from hybrid.training import MaskedLoss
+
+    weights = np.array([1.0, 4.0])
+    loss = MaskedLoss(weights)
+    y_hat = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    y = torch.tensor([[0.0, 0.0], [0.0, math.nan]])
+    total, count = loss(y_hat, y, torch.tensor([0, 1]))
+    assert float(total) == 1.0 + 1.0 + 4.0 and int(count) == 3
+    assert float(MaskedLoss()(y_hat, y)[0]) == 3.0  # unweighted without owners or weights
+
+
+def test_nse_weights_follow_the_training_spread(tiny) -> None:
+    from hybrid.training import nse_weights
+
+    y_flat = np.zeros(10, np.float32)
+    y_wide = np.linspace(-2, 2, 10).astype(np.float32)
+    dates = pd.date_range("2000-01-01", periods=10)
+    arrays = [CatchmentArrays("a", dates, np.zeros((10, 1), np.float32), y, np.zeros(1))
+              for y in (y_flat, y_wide)]
+    w = nse_weights(arrays, dt.date(2000, 1, 1), dt.date(2000, 1, 10))
+    assert w[0] == pytest.approx(1 / 0.1 ** 2)
+    assert w[1] == pytest.approx(1 / (y_wide.std() + 0.1) ** 2)
+
+
+def test_validation_windows_tile_the_period_of_whole_catchments(tmp_path: Path, tiny) -> None:
+    store, cfg = tiny(tmp_path, epochs=1, predict_last_n=30, max_validation_samples=30)
+    trainer = Trainer(store, store, cfg, training.catchment_split(store, cfg), device="cpu")
+    windows = trainer.valid_windows
+    per_owner = np.bincount(windows.owners)
+    chosen = np.unique(windows.owners[trainer.val_idx])
+    # whole catchments only, as many as fit in the budget of 30 windows
+    assert per_owner[chosen].sum() == len(trainer.val_idx) <= 30 or len(chosen) == 1
+    for owner in chosen:
+        ends = windows.ends[windows.owners == owner]
+        assert (np.diff(ends) == 30).all()  # blocks of predict_last_n days, no overlap
+    row = trainer.validate()
+    assert np.isfinite(row["validation_loss"]) and np.isfinite(row["validation_nse"])

@@ -1,0 +1,146 @@
+"""Training recipes for the regional LSTM, judged by validation NSE per minute on this CPU.
+
+Each recipe trains the regional model of ``configs/caravan_camels_us.yml`` (421 CAMELS-US
+catchments, 371 in training) for the same wall time; after every epoch the median NSE over the
+full validation period (1999-10..2004-09) of all 371 training catchments is recorded, with the
+wall and CPU time spent so far. The catchment store is prepared once and shared; each recipe
+writes its checkpoints and history under ``<store>/recipes/<name>/``.
+
+    python benchmarks/bench_recipes.py --minutes 15                       # every recipe
+    python benchmarks/bench_recipes.py --minutes 15 --only s2s-h64        # one of them
+    python benchmarks/bench_recipes.py --plot-only                        # redraw the PNG
+
+Prints one line per epoch and a final table; the plot goes to
+``benchmarks/results/recipes.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks._common import REPO, machine, require_caravan  # noqa: E402
+
+#: overrides of configs/caravan_camels_us.yml; samples per epoch are set so that an epoch
+#: takes roughly a minute and a half on the development VM
+RECIPES = {
+    # the config of the first 421-catchment run: many-to-one with the loss on 30 days
+    "m2o-h64-n30": {"seq_length": 365, "predict_last_n": 30, "hidden_size": 64,
+                    "batch_size": 256, "max_train_samples_per_epoch": 60_000},
+    # sequence-to-sequence: a 365-day warm-up, then the loss on every one of the next 365 days
+    "s2s-h64": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 64, "batch_size": 32,
+                "max_train_samples_per_epoch": 30_000},
+    "s2s-h128": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 128,
+                 "batch_size": 32, "max_train_samples_per_epoch": 12_000},
+    "s2s-h128-bf16": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 128,
+                      "batch_size": 32, "max_train_samples_per_epoch": 20_000,
+                      "precision": "bf16"},
+    "s2s-h64-nse": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 64,
+                    "batch_size": 32, "max_train_samples_per_epoch": 30_000, "loss": "nse"},
+}
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def recipe_config(name: str, minutes: float, store: str):
+    from hybrid.config import load_config
+
+    base = load_config(REPO / "configs" / "caravan_camels_us.yml")
+    data = base.to_dict()
+    data.update(RECIPES[name])
+    data.update(run_id=f"recipe-{name}", store=store, epochs=1000, patience=1000,
+                max_train_minutes=minutes, max_validation_samples=None,
+                data_dir=str(require_caravan()))
+    from hybrid.config import config_from_dict
+
+    return config_from_dict(data)
+
+
+def prepared(store_url: str):
+    """The shared catchment store of the 421 catchments (prepared once)."""
+    from hybrid.config import config_from_dict, load_config
+    from hybrid.prepare import prepare
+    from hybrid.runs import open_run
+
+    base = load_config(REPO / "configs" / "caravan_camels_us.yml")
+    # the longest window of any recipe decides the first day the store must hold
+    data = {**base.to_dict(), "run_id": "recipes-data", "store": store_url,
+            "seq_length": max(r["seq_length"] for r in RECIPES.values()),
+            "predict_last_n": 1, "data_dir": str(require_caravan())}
+    cfg = config_from_dict(data)
+    store = open_run(cfg)
+    prepare(cfg, store)
+    return cfg, store
+
+
+def run_recipe(name: str, minutes: float, store_url: str) -> list[dict]:
+    from hybrid.training import Trainer, catchment_split
+
+    data_cfg, data = prepared(store_url)
+    cfg = recipe_config(name, minutes, store_url)
+    split = catchment_split(data, data_cfg)
+    out = data.child("recipes", name)
+    started = time.monotonic()
+    trainer = Trainer(data, out, cfg, split, device="cpu")
+    setup = time.monotonic() - started
+    trainer.train(final_key="checkpoints/final.pt")
+    history = trainer.state.history
+    elapsed, cpu = 0.0, 0.0
+    for row in history:
+        elapsed += row["seconds"]
+        cpu += row.get("cpu_seconds", 0.0)
+        row.update(recipe=name, train_minutes=elapsed / 60, cpu_minutes=cpu / 60)
+    (RESULTS / f"recipe-{name}.json").write_text(json.dumps(
+        {"recipe": name, "overrides": RECIPES[name], "minutes": minutes, "setup_seconds": setup,
+         "machine": machine(), "load_average_at_end": os.getloadavg(), "history": history},
+        indent=1, default=float))
+    return history
+
+
+def plot() -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for path in sorted(RESULTS.glob("recipe-*.json")):
+        run = json.loads(path.read_text())
+        h = run["history"]
+        ax.plot([r["train_minutes"] for r in h], [r["validation_nse"] for r in h], "o-",
+                ms=3, label=run["recipe"])
+    ax.set(xlabel="training wall time on 2 CPU cores (minutes)",
+           ylabel="median validation NSE (371 training catchments)",
+           title="Regional LSTM recipes on 421 CAMELS-US catchments")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = RESULTS / "recipes.png"
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="training time per recipe")
+    parser.add_argument("--only", nargs="+", choices=sorted(RECIPES))
+    parser.add_argument("--store", default=str(REPO / "runs" / "bench"))
+    parser.add_argument("--plot-only", action="store_true")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.plot_only:
+        print(machine(), "| load average", os.getloadavg(), flush=True)
+        for name in args.only or list(RECIPES):
+            history = run_recipe(name, args.minutes, args.store)
+            best = max(history, key=lambda r: r["validation_nse"])
+            print(f"recipe {name}: {len(history)} epochs in {history[-1]['train_minutes']:.1f} "
+                  f"min, best median validation NSE {best['validation_nse']:.3f} (epoch "
+                  f"{best['epoch']}, {best['train_minutes']:.1f} min)", flush=True)
+    print(f"plot: {plot()}")
+
+
+if __name__ == "__main__":
+    main()
