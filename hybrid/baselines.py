@@ -1,5 +1,7 @@
 """The paper's comparison models, one LSTM per catchment: ``catchment_wise`` (trained from
-scratch on the catchment alone) and ``finetuned`` (the regional LSTM trained further on it).
+scratch on the catchment alone) and ``finetuned`` (the regional LSTM trained further on it,
+with the regional scaler, keeping its best epoch on the catchment's validation period, where
+"epoch 0" is the regional model unchanged).
 
 Both are the cost the hybrid is meant to avoid, so they are optional. Each is one unit of work
 per catchment on the same CPU nodes as the decoders, reusing ``hybrid.training.Trainer`` (no
@@ -15,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hybrid import layout, partitions
+from hybrid.checkpoints import load_trained
 from hybrid.config import Config
 from hybrid.encoding import encode_catchment
 from hybrid.prepare import load_attributes, load_catchment
@@ -23,6 +26,7 @@ from hybrid.runner import CatchmentStage, Context
 from hybrid.training import Trainer
 
 MODEL = "catchment_wise"
+FINETUNED = "finetuned"
 
 
 def catchment_wise_config(cfg: Config) -> Config:
@@ -36,7 +40,7 @@ def baseline_stamp(cfg: Config, model: str) -> dict[str, str]:
 
 
 def predict_test_period(context: Context, model: str, trained, site_cfg: Config,
-                        gauge_id: str, seconds: float) -> dict:
+                        gauge_id: str, seconds: float, lineage: str = "") -> dict:
     """Write the model's test-period predictions (scored from exact windows, as the regional
     baseline is) and return the partition record."""
     frame = load_catchment(context.store, gauge_id)
@@ -46,9 +50,11 @@ def predict_test_period(context: Context, model: str, trained, site_cfg: Config,
     predictions = pd.DataFrame({"date": test["date"].to_numpy(),
                                 model: test["regional"].to_numpy(np.float32)})
     info = {"fit_seconds": round(seconds, 3)}
+    stamp = baseline_stamp(context.cfg, model)
+    if lineage:
+        stamp["model"] = lineage
     record = partitions.write_partition(context.store, layout.baseline_predictions(model),
-                                        gauge_id, predictions, baseline_stamp(context.cfg, model),
-                                        info)
+                                        gauge_id, predictions, stamp, info)
     return {"records": {layout.baseline_predictions(model): {**record, **info}}}
 
 
@@ -61,8 +67,46 @@ def train_catchment_wise(context: Context, state: dict, gauge_id: str) -> dict:
     trainer = Trainer(store, store, site_cfg, {"train": [gauge_id], "out_of_training": []},
                       device="cpu", quiet=True, checkpoint_folder=folder)
     trained = trainer.train(final_key=f"{folder}/final.pt")
+    _drop_epoch_checkpoints(store, folder)
     return predict_test_period(context, MODEL, trained, site_cfg, gauge_id,
                                time.monotonic() - started)
+
+
+def finetune_config(cfg: Config) -> Config:
+    b = cfg.baselines
+    return cfg.replace(epochs=b.finetune_epochs, learning_rate=b.finetune_learning_rate,
+                       patience=b.finetune_patience, n_train_basins=1, num_threads=0,
+                       max_train_samples_per_epoch=None, max_validation_samples=None,
+                       max_train_minutes=None)
+
+
+def train_finetuned(context: Context, state: dict, gauge_id: str) -> dict:
+    """Fine-tune the run's regional LSTM on one catchment and write its predictions."""
+    started = time.monotonic()
+    store = context.store
+    site_cfg = finetune_config(context.cfg)
+    folder = layout.baseline_checkpoints(FINETUNED, gauge_id)
+    regional = load_trained(store, "cpu")
+    trainer = Trainer(store, store, site_cfg, {"train": [gauge_id], "out_of_training": []},
+                      device="cpu", quiet=True, init=regional, checkpoint_folder=folder)
+    trained = trainer.train(final_key=f"{folder}/final.pt")
+    _drop_epoch_checkpoints(store, folder)
+    return predict_test_period(context, FINETUNED, trained, site_cfg, gauge_id,
+                               time.monotonic() - started, lineage=regional.sha256)
+
+
+def _drop_epoch_checkpoints(store, folder: str) -> None:
+    """Per-catchment models keep their final weights only (hundreds of catchments x epochs of
+    optimiser state would dwarf the run)."""
+    for name in store.listdir(folder):
+        if name.startswith("epoch-"):
+            store.delete(f"{folder}/{name}")
+
+
+def finetune_stage(cfg: Config, model_sha: str) -> CatchmentStage:
+    return CatchmentStage(FINETUNED, layout.baseline_predictions(FINETUNED), train_finetuned,
+                          {**baseline_stamp(cfg, FINETUNED), "model": model_sha},
+                          verb="fine-tune")
 
 
 def catchment_wise_stage(cfg: Config) -> CatchmentStage:

@@ -26,6 +26,9 @@ log = logger()
 
 def check(cfg: Config) -> dict:
     """Counts of usable, skipped and failing catchments (with the reasons), or an error."""
+    from hybrid.base_run import resolve
+
+    cfg = resolve(cfg)  # a base run's inputs must match before anything else
     store = open_run(cfg, write=False)  # reachable, and not a different run under this id
     dataset = dataset_for(cfg)
     gauges, skipped = resolve_basins(cfg, dataset)

@@ -46,6 +46,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="run config (YAML)")
         p.add_argument("--store", help="override the config's store URL (path, file://, s3://)")
         p.add_argument("--run-id", help="override the config's run_id")
+    predict = sub.add_parser(
+        "predict", help="regional and hybrid predictions of a finished run for any period, "
+                        "without refitting",
+        description="Serve a finished run's encoder and kept forests for the days from --start "
+                    "to --end (any dates the forcings cover; a period beyond the run's own days "
+                    "re-reads the dataset, from --data-dir if given). Writes "
+                    "predict/<start>_<end>/ in the run folder.")
+    predict.add_argument("--config", required=True, help="run config (YAML) of a finished run")
+    predict.add_argument("--store", help="override the config's store URL")
+    predict.add_argument("--run-id", help="override the config's run_id")
+    predict.add_argument("--start", required=True, type=_date, help="first day, YYYY-MM-DD")
+    predict.add_argument("--end", required=True, type=_date, help="last day, YYYY-MM-DD")
+    predict.add_argument("--data-dir", help="dataset folder holding the forcings of the period")
     metrics = sub.add_parser(
         "metrics", help="score simulated against observed streamflow from a CSV/Parquet file",
         description="Compute NSE, KGE (2009 and 2012), alpha/beta-NSE, r, RMSE, FHV/FMS/FLV and "
@@ -55,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--obs", default="observed", help="observed column (default: observed)")
     metrics.add_argument("--sim", nargs="+", help="simulated columns (default: all others)")
     return parser
+
+
+def _date(text: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +129,9 @@ def _run_stage(args: argparse.Namespace) -> int:
         return outcome.exit_code
     session = pipeline.Session.open(cfg, write=args.command != "report")
     try:
+        if args.command == "predict":
+            pipeline.stage_predict(cfg, args.start, args.end, args.data_dir, session)
+            return EXIT_OK
         if args.command == "report":
             print(f"report: {pipeline.stage_report(cfg, session)}")
             return EXIT_OK

@@ -33,8 +33,9 @@ class DecoderConfig:
     name: str = "rf"
     #: passed to the scikit-learn estimator; empty means the project's measured defaults
     params: dict[str, Any] = field(default_factory=dict)
-    #: fitted forests are large (tens of MB each); keep them only when asked
-    keep_models: bool = False
+    #: keep each fitted forest (decoders/gauge_id=<id>/model.joblib) so that ``hybrid predict``
+    #: can serve any period without refitting; BENCHMARKS.md gives the size per catchment
+    keep_models: bool = True
 
 
 @dataclass
@@ -46,6 +47,13 @@ class BaselineConfig:
     catchment_wise_hidden_size: int = 64
     #: at most this many catchments get one (None: all); they are the costly baseline
     catchment_wise_max_basins: int | None = None
+    #: the paper's third strategy: the regional LSTM trained further on each catchment alone
+    finetune: bool = False
+    finetune_epochs: int = 3
+    finetune_learning_rate: float = 2e-4
+    #: epochs without improvement of the catchment's validation loss before stopping
+    finetune_patience: int = 1
+    finetune_max_basins: int | None = None
 
 
 @dataclass
@@ -161,6 +169,10 @@ class Config:
     encoder: str = "streaming"
     encode_batch_size: int = 512
 
+    #: reuse the encoder of a finished run or a shipped model folder (``models/...``): no
+    #: pre-training; inputs and seq_length must match it (NeuralHydrology: base_run_dir)
+    base_run: str | None = None
+
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
@@ -204,8 +216,8 @@ class Config:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML run file; ``overrides`` (from the CLI) win over the file.
 
-    Relative paths in the file (``store``, ``data_dir``, ``basin_file``) are relative to the
-    file's folder, so a config means the same run from whatever directory it is started.
+    Relative paths in the file (``store``, ``data_dir``, ``basin_file``, ``base_run``) are
+    relative to the file's folder, so a config means the same run from whatever directory it is started.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
@@ -220,7 +232,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raise ConfigError(f"{path}: cannot read the config file ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    for key in ("store", "data_dir", "basin_file"):
+    for key in ("store", "data_dir", "basin_file", "base_run"):
         value = data.get(key)
         if isinstance(value, str) and value and "://" not in value:
             data[key] = str((path.parent / Path(value).expanduser()).resolve())

@@ -69,7 +69,7 @@ def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
 
         buf = io.BytesIO()
         joblib.dump(model, buf, compress=3)
-        store.write_bytes(f"decoders/{layout.PARTITION_KEY}={gauge_id}/model.joblib",
+        store.write_bytes(f"{layout.partition_dir(layout.DECODERS, gauge_id)}/model.joblib",
                           buf.getvalue())
     info = {"n_train": int(np.isfinite(observed[train]).sum()),
             "fit_seconds": round(fit_seconds, 4), "node_id": node_id}

@@ -12,6 +12,8 @@ A run is ``<store>/<run_id>/``::
     baselines/<model>/predictions/gauge_id=<id>/part-0.parquet   date, <model>
     predictions/gauge_id=<id>/part-0.parquet     date, observed, regional, hybrid (test period)
     metrics/gauge_id=<id>/part-0.parquet         one row per model, every metric
+    decoders/gauge_id=<id>/model.joblib          the fitted forest (decoder.keep_models)
+    predict/<start>_<end>/predictions/gauge_id=<id>/part-0.parquet   ``hybrid predict``
     summary/summary.parquet, summary/aggregate.parquet
     report/report.md and PNG figures
 
@@ -39,6 +41,8 @@ ENCODED = "encoded"
 PREDICTIONS = "predictions"
 METRICS = "metrics"
 BASELINES = "baselines"
+DECODERS = "decoders"
+PREDICT = "predict"
 
 CHECKPOINTS = "checkpoints"
 FINAL = f"{CHECKPOINTS}/final.pt"

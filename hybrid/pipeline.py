@@ -8,18 +8,21 @@ through ``hybrid.runner`` (so a rerun resumes and heals), and returns what the n
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from hybrid import layout, partitions
-from hybrid.baselines import catchment_wise_stage
+from hybrid import base_run
+from hybrid.base_run import resolve as resolve_base_run
+from hybrid.baselines import catchment_wise_stage, finetune_stage
 from hybrid.checkpoints import load_trained
 from hybrid.config import Config
 from hybrid.decode import decode_stage, decode_stamp
 from hybrid.encode import encode_stage
-from hybrid.errors import EXIT_FAILURES, EXIT_OK, StoreError
+from hybrid.errors import EXIT_FAILURES, EXIT_OK, ConfigError, StoreError
 from hybrid.logs import RUN_LOG_ONLY, attach_run_log, detach_run_logs, flush_run_logs, logger
 from hybrid.prepare import prepare, usable_catchments
 from hybrid.provenance import config_hash, sha256
@@ -53,6 +56,7 @@ class Session:
 
     @classmethod
     def open(cls, cfg: Config, write: bool = True) -> "Session":
+        cfg = resolve_base_run(cfg)  # a reused encoder's settings are part of the run's config
         store = open_run(cfg, write=write)
         if write:  # a read-only command leaves no trace in the run, not even in run.log
             attach_run_log(store)
@@ -112,6 +116,7 @@ def _timed(store: Store, stage: str, result: StageResult, **extra) -> None:
 # ------------------------------------------------------------------------------- stages
 def stage_prepare(cfg: Config, session: Session | None = None) -> StageResult:
     session = _session(cfg, session)
+    cfg = session.cfg
     started = time.monotonic()
     result = prepare(cfg, session.store)
     if result.ran:
@@ -124,8 +129,10 @@ def stage_prepare(cfg: Config, session: Session | None = None) -> StageResult:
 
 def stage_pretrain(cfg: Config, session: Session | None = None) -> dict:
     session = _session(cfg, session)
-    store = session.store
-    usable_catchments(store)  # "run `hybrid prepare` first" before any Ray start
+    cfg, store = session.cfg, session.store
+    gauges = usable_catchments(store)  # "run `hybrid prepare` first" before any Ray start
+    if cfg.base_run:
+        return base_run.adopt(store, cfg, gauges)
     if store.exists(layout.FINAL):
         log.info(f"pretrain: already done ({store.uri(layout.FINAL)})")
         return {}
@@ -163,7 +170,7 @@ def model_sha(store: Store) -> str:
 
 def stage_encode(cfg: Config, session: Session | None = None) -> StageResult:
     session = _session(cfg, session)
-    store = session.store
+    cfg, store = session.cfg, session.store
     gauges = usable_catchments(store)
     stage = encode_stage(cfg, model_sha(store))
     load_trained(store)  # a damaged final.pt is one line here, not a failure per catchment
@@ -179,19 +186,24 @@ def stage_encode(cfg: Config, session: Session | None = None) -> StageResult:
 def stage_baselines(cfg: Config, session: Session | None = None) -> dict[str, StageResult]:
     """The optional per-catchment LSTMs (the paper's costly comparison models)."""
     out: dict[str, StageResult] = {}
-    if not cfg.baselines.catchment_wise:
+    b = cfg.baselines
+    if not (b.catchment_wise or b.finetune):
         return out
     session = _session(cfg, session)
-    store = session.store
+    cfg, store = session.cfg, session.store
     gauges = _encoded(store)
-    limit = cfg.baselines.catchment_wise_max_basins
-    gauges = gauges[:limit] if limit is not None else gauges
-    stage = catchment_wise_stage(cfg)
-    result = run_stage(stage, Context.of(store, cfg), gauges, session.executor)
-    _timed(store, "catchment_wise", result,
-           task_seconds=float(sum(v["records"][stage.folder].get("fit_seconds", 0)
-                                  for g, v in result.done.items() if g in result.ran)))
-    out["catchment_wise"] = result
+    stages = []
+    if b.catchment_wise:
+        stages.append((catchment_wise_stage(cfg), b.catchment_wise_max_basins))
+    if b.finetune:
+        stages.append((finetune_stage(cfg, model_sha(store)), b.finetune_max_basins))
+    for stage, limit in stages:
+        todo = gauges[:limit] if limit is not None else gauges
+        result = run_stage(stage, Context.of(store, cfg), todo, session.executor)
+        _timed(store, stage.name, result,
+               task_seconds=float(sum(v["records"][stage.folder].get("fit_seconds", 0)
+                                      for g, v in result.done.items() if g in result.ran)))
+        out[stage.name] = result
     session.results.update({f"baseline:{k}": v for k, v in out.items()})
     return out
 
@@ -206,7 +218,7 @@ def stage_decode(cfg: Config, session: Session | None = None, rescore: bool = Fa
     """Fit one decoder per catchment, score it, and write the summary (``rescore``: score
     again every catchment, e.g. after adding a metric, without refitting)."""
     session = _session(cfg, session)
-    store = session.store
+    cfg, store = session.cfg, session.store
     gauges = _encoded(store)
     split = catchment_split(store, cfg)
     sha = model_sha(store)
@@ -286,7 +298,48 @@ def stage_report(cfg: Config, session: Session | None = None) -> str:
     from hybrid.report import write_report
 
     session = _session(cfg, session, write=False)
-    return write_report(session.store, cfg)
+    return write_report(session.store, session.cfg)
+
+
+def stage_predict(cfg: Config, start, end, data_dir: str | None = None,
+                  session: Session | None = None) -> pd.DataFrame:
+    """Regional and hybrid predictions of a finished run for [start, end] (``hybrid.predict``);
+    returns the metrics of the catchments that have observations in the period."""
+    from hybrid import predict
+
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    session = _session(cfg, session)
+    cfg, store = session.cfg, session.store
+    if data_dir:
+        cfg = cfg.replace(data_dir=data_dir)
+    decoded = partitions.require_manifest(store, layout.PREDICTIONS, "decode")
+    gauges = sorted(decoded["catchments"])
+    folder = predict.period_folder(start, end)
+    catchments = partitions.require_manifest(store, layout.CATCHMENTS, "prepare")["catchments"]
+    # the run's own store serves the period when it holds every day the windows need
+    needed = (start - dt.timedelta(days=cfg.seq_length - 1)).isoformat()
+    covered = all(catchments[g].get("start", "9999") <= needed
+                  and catchments[g].get("end", "0000") >= end.isoformat() for g in gauges)
+    started = time.monotonic()
+    inputs = None
+    if not covered:
+        inputs = f"{folder}/inputs"
+        log.info(f"predict: {start}..{end} reaches beyond the days the run prepared: reading "
+                 f"the dataset again from {cfg.data_dir or cfg.dataset}")
+        predict.reread_inputs(cfg, store, gauges, inputs, end)
+    sha = model_sha(store)
+    stage = predict.predict_stage(cfg, sha, folder, (start, end))
+    context = Context.of(store, cfg, period=(start.isoformat(), end.isoformat()),
+                         folder=folder, stamp=stage.stamp, inputs=inputs)
+    result = run_stage(stage, context, gauges, session.executor)
+    if all(g in result.ran for g in result.done):
+        rows = [row for value in result.done.values() for row in value.get("rows", [])]
+    else:  # some were predicted by an earlier command: score them all from their files
+        rows = predict.score_folder(store, folder)
+    summary = predict.summarise(store, folder, rows)
+    predict.log_result(folder, store, summary, started)
+    return summary
 
 
 @dataclass

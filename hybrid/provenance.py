@@ -18,9 +18,10 @@ from typing import Any
 import hybrid
 
 #: keys that say where and how fast a run goes, not what it computes: they may change between
-#: reruns (resuming on a bigger cluster, with more training time, with the data moved)
+#: reruns (resuming on a bigger cluster, with more training time, with the data or the base
+#: model moved: the model itself is identified by its checkpoint's sha256)
 OPERATIONAL_KEYS = frozenset({"store", "storage_options", "resources", "max_train_minutes",
-                              "num_threads", "device", "data_dir", "basin_file"})
+                              "num_threads", "device", "data_dir", "basin_file", "base_run"})
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,7 @@ def score_stamp(cfg: Config, model_sha: str) -> dict[str, str]:
 
 def enabled_baselines(cfg: Config) -> list[str]:
     flags = {"catchment_wise": cfg.baselines.catchment_wise,
-             "finetuned": getattr(cfg.baselines, "finetune", False)}
+             "finetuned": cfg.baselines.finetune}
     return [m for m in BASELINE_MODELS if flags[m]]
 
 

@@ -198,6 +198,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, factor=0.5, patience=cfg.lr_patience)
         self.state = TrainState(history=[])
+        self.fine_tuning = init is not None
         self.budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else math.inf
 
     # ----------------------------------------------------------------------- the steps
@@ -329,6 +330,12 @@ class Trainer:
                  f"{len(self.train_windows)} training and {len(self.val_idx)} validation "
                  f"windows, hidden {cfg.hidden_size}, device {self.device}")
         reason = self.stop_reason() if resumed else None
+        if self.fine_tuning and not resumed:
+            # fine-tuning must beat where it starts: the unchanged model is "epoch 0"
+            start = self.validate()["validation_loss"]
+            if np.isfinite(start):
+                self.state.best_loss, self.state.best_epoch = start, 0
+                self.state.best_state = copy.deepcopy(self.model.state_dict())
         while reason is None:
             epoch = self.state.epoch + 1
             row = self.train_epoch(epoch)
