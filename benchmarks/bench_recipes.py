@@ -4,7 +4,7 @@ Each recipe trains the regional model of ``configs/caravan_camels_us.yml`` (421 
 catchments, 371 in training) for the same wall time; after every epoch the median NSE over the
 full validation period (1999-10..2004-09) of all 371 training catchments is recorded, with the
 wall and CPU time spent so far. The catchment store is prepared once and shared; each recipe
-writes its checkpoints and history under ``<store>/recipes/<name>/``.
+writes its checkpoints and history under ``<store>/recipe-models/<name>/``.
 
     python benchmarks/bench_recipes.py --minutes 15                       # every recipe
     python benchmarks/bench_recipes.py --minutes 15 --only s2s-h64        # one of them
@@ -42,6 +42,14 @@ RECIPES = {
                       "precision": "bf16"},
     "s2s-h64-nse": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 64,
                     "batch_size": 32, "max_train_samples_per_epoch": 30_000, "loss": "nse"},
+    # the two winners together, and with twice the optimiser steps per minute (batch 16 costs
+    # no throughput on this CPU: benchmarks/results/training_speed.txt)
+    "s2s-h128-bf16-nse": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 128,
+                          "batch_size": 32, "max_train_samples_per_epoch": 20_000,
+                          "precision": "bf16", "loss": "nse"},
+    "s2s-h128-bf16-nse-b16": {"seq_length": 730, "predict_last_n": 365, "hidden_size": 128,
+                              "batch_size": 16, "max_train_samples_per_epoch": 20_000,
+                              "precision": "bf16", "loss": "nse"},
 }
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -83,7 +91,9 @@ def run_recipe(name: str, minutes: float, store_url: str) -> list[dict]:
     data_cfg, data = prepared(store_url)
     cfg = recipe_config(name, minutes, store_url)
     split = catchment_split(data, data_cfg)
-    out = data.child("recipes", name)
+    from hybrid.storage import open_store
+
+    out = open_store(store_url).child("recipe-models", name)
     started = time.monotonic()
     trainer = Trainer(data, out, cfg, split, device="cpu")
     setup = time.monotonic() - started

@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--start", required=True, type=_date, help="first day, YYYY-MM-DD")
     predict.add_argument("--end", required=True, type=_date, help="last day, YYYY-MM-DD")
     predict.add_argument("--data-dir", help="dataset folder holding the forcings of the period")
+    export = sub.add_parser(
+        "export", help="write a finished run's encoder as a reusable model folder",
+        description="Copy the run's checkpoint and config into a model folder with a model card "
+                    "written from the run's outputs; other runs reuse it with base_run.")
+    export.add_argument("--config", required=True, help="run config (YAML) of a finished run")
+    export.add_argument("--store", help="override the config's store URL")
+    export.add_argument("--run-id", help="override the config's run_id")
+    export.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
     metrics = sub.add_parser(
         "metrics", help="score simulated against observed streamflow from a CSV/Parquet file",
         description="Compute NSE, KGE (2009 and 2012), alpha/beta-NSE, r, RMSE, FHV/FMS/FLV and "
@@ -114,6 +122,12 @@ def _run_stage(args: argparse.Namespace) -> int:
     # config should be reported at once.
     from hybrid import pipeline
 
+    if args.command == "export":
+        from hybrid.export import export_model
+
+        command = f"hybrid run --config {args.config}"
+        print(f"model: {export_model(cfg, os.path.abspath(args.out), command)}")
+        return EXIT_OK
     if args.command == "check":
         from hybrid.check import check
 

@@ -15,6 +15,7 @@ line again, not a remote traceback.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,11 @@ def connect(cfg: Config) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # "local" always starts a fresh instance; a bare ray.init() would attach to whatever
-        # cluster `ray start` last left running on this machine.
+        # cluster `ray start` last left running on this machine. Ray lowers its workers'
+        # priority (niceness 15) by default, so on a machine with any other load the training
+        # actor crawls; a private instance exists for this run alone, so its workers run at the
+        # driver's priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address="local", include_dashboard=False, log_to_driver=True)
     resources = ray.cluster_resources()
     log.info(f"ray: {len(alive_nodes())} node(s), {resources.get('CPU', 0):.0f} CPUs, "
@@ -186,8 +191,19 @@ class Host:
                 "threads": torch.get_num_threads()}
 
 
-def _run_item(work: Work, context: Context, item: str) -> Any:
-    return work(context, {"node_id": node_id()}, item)
+#: per worker process: the state ``setup`` built for the stage being run (a loaded model),
+#: so a task that lands on a warm worker does not rebuild it; the newest few stages are kept
+_STATES: dict[str, dict] = {}
+
+
+def _run_item(work: Work, setup: Setup | None, token: str, context: Context, item: str) -> Any:
+    state = _STATES.get(token)
+    if state is None:
+        state = {**(setup(context) if setup else {}), "node_id": node_id()}
+        while len(_STATES) >= 4:
+            _STATES.pop(next(iter(_STATES)))
+        _STATES[token] = state
+    return work(context, state, item)
 
 
 def _options(resources: Resources) -> dict[str, Any]:
@@ -235,17 +251,18 @@ class RayExecutor:
         self._hosts.clear()
 
     # ------------------------------------------------------------------ fan-out
-    def in_flight(self, resources: Resources) -> int:
-        if self.cfg.resources.max_in_flight:
-            return self.cfg.resources.max_in_flight
-        cpus = ray.cluster_resources().get("CPU", 1)
-        return max(2, int(2 * cpus // max(1, resources.num_cpus)))
+    def in_flight(self, items: int) -> int:
+        """Tasks submitted at once: all of them unless the config bounds it, so that an
+        autoscaler sees the whole queue (and grows to it) instead of a window of twice the CPUs
+        that happened to be up when the stage started."""
+        return self.cfg.resources.max_in_flight or max(1, items)
 
     def map(self, work: Work, setup: Setup | None, context: Context, items: list[str],
             role: str) -> Iterator[tuple[str, Any, BaseException | None]]:
         resources = self.resources(role)
-        shared = ray.put(context)
-        if setup is not None:
+        shared = ray.put(context)  # once per stage, shared by every task by reference
+        if role == "encoder":
+            # the host that pre-trained (on the GPU node when there is one) serves the stage
             host = self.host(resources)
             limit = self.cfg.resources.encode_in_flight
             submit = lambda item: host.run.remote(work, setup, shared, item)  # noqa: E731
@@ -253,8 +270,9 @@ class RayExecutor:
             task = ray.remote(_run_item).options(**_options(resources),
                                                  max_retries=resources.max_retries,
                                                  retry_exceptions=False)
-            limit = self.in_flight(resources)
-            submit = lambda item: task.remote(work, shared, item)  # noqa: E731
+            limit = self.in_flight(len(items))
+            token = uuid.uuid4().hex
+            submit = lambda item: task.remote(work, setup, token, shared, item)  # noqa: E731
         yield from bounded(submit, items, limit)
 
 
@@ -271,7 +289,13 @@ def bounded(submit: Callable[[str], ray.ObjectRef], items: list[str], limit: int
             pending[submit(item)] = item
         if not pending:
             return
-        ready, _ = ray.wait(list(pending), num_returns=1)
+        # take every finished call at once: one wait per batch, not per call, keeps the
+        # driver's cost flat for 10,000 catchments in flight
+        refs = list(pending)
+        ready, _ = ray.wait(refs, num_returns=1)
+        if len(refs) > 1:
+            more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            ready = list(dict.fromkeys([*ready, *more]))
         for ref in ready:
             item = pending.pop(ref)
             try:

@@ -33,6 +33,10 @@ class DecoderConfig:
     name: str = "rf"
     #: passed to the scikit-learn estimator; empty means the project's measured defaults
     params: dict[str, Any] = field(default_factory=dict)
+    #: the days a decoder is fitted on: "train" (the training period), or "train_validation"
+    #: (training and validation periods, as the paper's code does: the forest has no early
+    #: stopping that needs the validation days)
+    fit_period: Literal["train", "train_validation"] = "train"
     #: keep each fitted forest (decoders/gauge_id=<id>/model.joblib) so that ``hybrid predict``
     #: can serve any period without refitting; BENCHMARKS.md gives the size per catchment
     keep_models: bool = True
@@ -434,6 +438,11 @@ def _validate(cfg: Config) -> None:
             f"decoder.name: unknown decoder {cfg.decoder.name!r}; "
             f"choose one of {', '.join(decoder_names())}")
     check_decoder(cfg.decoder.name, cfg.decoder.params)
+
+
+def default_config_dict() -> dict[str, Any]:
+    """Every key at its default, as plain data (what an omitted key means)."""
+    return Config(run_id="defaults").to_dict()
 
 
 def selected_basins(cfg: Config) -> list[str] | None:

@@ -51,7 +51,9 @@ def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
     table = partitions.read_partition(store, layout.ENCODED, gauge_id).to_pandas()
     hidden = [c for c in table.columns if c.startswith("h_")]
     features = table[layout.feature_columns(len(hidden))].to_numpy(np.float32)
-    train = (table["split"] == "train").to_numpy()
+    fit_splits = ["train", "validation"] if cfg.decoder.fit_period == "train_validation" \
+        else ["train"]
+    train = table["split"].isin(fit_splits).to_numpy()
     test = (table["split"] == "test").to_numpy()
     if not test.any():
         raise SkipCatchment(gauge_id, "no encoded day in the test period")

@@ -49,5 +49,8 @@ def encode_one(context: Context, state: dict, gauge_id: str) -> dict:
 
 
 def encode_stage(cfg: Config, model_sha: str) -> CatchmentStage:
+    """Encoding fans out like the decoders: each worker loads the checkpoint once (a few hundred
+    kB) and streams its catchments; BENCHMARKS.md compares this with serving every catchment
+    from the one encoder actor."""
     return CatchmentStage("encode", layout.ENCODED, encode_one, encode_stamp(cfg, model_sha),
-                          setup=setup_encoder, role="encoder")
+                          setup=setup_encoder, role="worker")

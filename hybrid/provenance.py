@@ -20,8 +20,9 @@ import hybrid
 #: keys that say where and how fast a run goes, not what it computes: they may change between
 #: reruns (resuming on a bigger cluster, with more training time, with the data or the base
 #: model moved: the model itself is identified by its checkpoint's sha256)
-OPERATIONAL_KEYS = frozenset({"store", "storage_options", "resources", "max_train_minutes",
-                              "num_threads", "device", "data_dir", "basin_file", "base_run"})
+OPERATIONAL_KEYS = frozenset({"run_id", "store", "storage_options", "resources",
+                              "max_train_minutes", "num_threads", "device", "data_dir",
+                              "basin_file", "base_run"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,8 +51,30 @@ def provenance() -> dict[str, str]:
 
 
 def computational(config: dict[str, Any]) -> dict[str, Any]:
-    """The part of a config (as a plain dict) that decides what a run computes."""
-    return {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS and k != "_provenance"}
+    """The part of a config (as a plain dict) that decides what a run computes, without the
+    keys that hold their default value: a newer version of the package that adds a key (with
+    a default that keeps the old behaviour) must not turn every existing run into "a different
+    config"."""
+    from hybrid.config import default_config_dict
+
+    kept = {k: v for k, v in config.items() if k not in OPERATIONAL_KEYS and k != "_provenance"}
+    return _without_defaults(kept, default_config_dict())
+
+
+def _without_defaults(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(default, dict):
+            nested = _without_defaults(value, default)
+            if nested:
+                out[key] = nested
+        elif value != default:
+            out[key] = value
+    return out
+
+
+_MISSING = object()
 
 
 def config_hash(config: dict[str, Any]) -> str:

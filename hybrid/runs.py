@@ -17,7 +17,7 @@ from hybrid import layout
 from hybrid.config import Config, config_from_dict
 from hybrid.errors import StoreError
 from hybrid.logs import logger
-from hybrid.provenance import OPERATIONAL_KEYS, config_hash, provenance
+from hybrid.provenance import OPERATIONAL_KEYS, computational, config_hash, provenance
 from hybrid.storage import Store, open_store
 
 log = logger()
@@ -51,9 +51,10 @@ def open_run(cfg: Config, write: bool = True) -> Store:
     if previous is None:
         _check_manifests(store, cfg)
     else:
-        changed = sorted(k for k in set(previous) | set(current)
-                         if k not in OPERATIONAL_KEYS and k != "_provenance"
-                         and previous.get(k) != current.get(k))
+        # compared without default-valued keys: a key added by a newer version of the package
+        # (at a default that keeps the old behaviour) is no change
+        before, now = computational(previous), computational(current)
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if changed and _has_outputs(store):
             key = changed[0]
             raise StoreError(

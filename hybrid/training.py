@@ -18,6 +18,7 @@ import contextlib
 import copy
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ from hybrid.metrics import nse
 from hybrid.model import RegionalLSTM
 from hybrid.prepare import load_attributes, load_catchment, usable_catchments
 from hybrid.progress import Progress
+from hybrid.runs import without_secrets
 from hybrid.storage import Store
 from hybrid.windows import CatchmentArrays, Scaler, WindowSampler
 
@@ -164,7 +166,10 @@ class Trainer:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         attributes = load_attributes(data)
-        frames = {g: load_catchment(data, g) for g in split["train"]}
+        # the store's latency, not the CPU, bounds reading hundreds of partitions: overlap it
+        with ThreadPoolExecutor(min(16, max(1, len(split["train"])))) as pool:
+            frames = dict(zip(split["train"], pool.map(lambda g: load_catchment(data, g),
+                                                       split["train"])))
         if init is not None:  # fine-tuning keeps the regional model's normalisation
             self.scaler = init.scaler
         else:
@@ -315,7 +320,7 @@ class Trainer:
         final = {"hparams": hparams(self.cfg, self.scaler), "state_dict": best,
                  "scaler": self.scaler.to_dict(), "split": self.split,
                  "best_epoch": self.state.best_epoch, "history": self.state.history,
-                 "config": self.cfg.to_dict()}
+                 "config": without_secrets(self.cfg.to_dict())}  # checkpoints travel
         digest = ckpt.save_object(self.out, final_key, final)
         history_key = final_key.rsplit("/", 1)[0] + "/history.parquet"
         self.out.write_table(history_key, pd.DataFrame(self.state.history))

@@ -260,10 +260,11 @@ def test_pipeline_job_places_encoder_on_gpu_node_and_decoders_on_cpu_node(
     assert (summary.status == "done").all(), summary[["gauge_id", "model", "error"]]
     assert summary.nse.notna().all()
 
-    # placement: the encoder actor on the (fake) GPU node, every decoder task on the other
+    # placement: pre-training on the (fake) GPU node; encoding and every decoder task fan out
+    # over the CPU worker type (decoder_custom_resources)
     timings = json.loads(fs.cat_file(f"{run}/timings.json"))
     assert timings["pretrain"]["node_id"] == ray_cluster.head_id, timings
-    assert timings["encode"]["node_ids"] == [ray_cluster.head_id], timings
+    assert timings["encode"]["node_ids"] == [ray_cluster.worker_id], timings
     assert set(summary.node_id) == {ray_cluster.worker_id}
     assert timings["decode"]["catchments"] == len(GAUGES) and timings["decode"]["failed"] == 0
     assert fs.exists(f"{run}/report/report.md")

@@ -1,0 +1,102 @@
+"""The fine-tuning stage: a pre-trained encoder applied to N catchments, end to end.
+
+Given a finished run or a shipped model folder (``--run``), a scratch run with ``base_run``
+pointing at it is made over the first N of the 421 CAMELS-US catchments in
+``../shared/data/caravan``; prepare and the adoption of the encoder are not timed; then encode,
+decode (fit + predict + score) and the summary are timed on local Ray with this machine's
+cores, as ``hybrid run`` does them.
+
+    python benchmarks/bench_finetune.py --run models/camels-us-s2s-h64 --catchments 421
+
+The last line is ``finetune N catchments: T s (encode A s, decode B s, summary C s), median
+hybrid NSE X``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from benchmarks._common import caravan_gauges, machine, require_caravan  # noqa: E402
+
+
+def scratch_config(base: str, gauges: list[str], store: str, overrides: dict):
+    from hybrid.base_run import read_base
+    from hybrid.config import config_from_dict
+
+    probe = config_from_dict({"run_id": "probe", "base_run": base})
+    final, _ = read_base(probe)
+    data = dict(final["config"])
+    data.update(run_id="finetune-bench", store=store, base_run=base, basins=gauges,
+                dataset="caravan", data_dir=str(require_caravan()), storage_options={},
+                resources={"executor": "ray"})
+    data.update(overrides)
+    return config_from_dict(data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="finished run folder or models/<name>")
+    parser.add_argument("--catchments", type=int, default=421)
+    parser.add_argument("--decoder", help="decoder params as JSON, e.g. '{\"n_estimators\": 50}'")
+    parser.add_argument("--keep", help="keep the scratch run in this folder")
+    parser.add_argument("--encode-on", choices=["tasks", "actor"], default="tasks",
+                        help="encode as tasks fanned out like the decoders (the default), or "
+                             "every catchment through the one encoder actor (the old way)")
+    args = parser.parse_args()
+    import json
+
+    from hybrid import layout
+    from hybrid.pipeline import Session, stage_decode, stage_encode, stage_prepare, \
+        stage_pretrain
+    from hybrid.runs import read_timings
+
+    print(machine(), "| load average", os.getloadavg(), flush=True)
+    if args.encode_on == "actor":
+        import dataclasses
+
+        from hybrid import encode, pipeline
+
+        pipeline.encode_stage = lambda *a: dataclasses.replace(encode.encode_stage(*a),
+                                                               role="encoder")
+    gauges = caravan_gauges(require_caravan())[:args.catchments]
+    overrides = {}
+    if args.decoder:
+        overrides["decoder"] = {"name": "rf", "params": json.loads(args.decoder)}
+    with tempfile.TemporaryDirectory() as scratch:
+        store = args.keep or scratch
+        cfg = scratch_config(os.path.abspath(args.run), gauges, store, overrides)
+        session = Session.open(cfg)
+        try:
+            stage_prepare(cfg, session)
+            stage_pretrain(cfg, session)
+            session.real_executor()  # Ray started before the clock
+            started = time.perf_counter()
+            stage_encode(cfg, session)
+            encoded = time.perf_counter()
+            summary = stage_decode(cfg, session)
+            finished = time.perf_counter()
+        finally:
+            session.close()
+        timings = read_timings(session.store)
+        fitting = timings.get("decode", {}).get("seconds", 0) \
+            + timings.get("score", {}).get("seconds", 0)
+        encode = encoded - started
+        summary_seconds = (finished - encoded) - fitting
+        hybrid = summary[(summary.model == "hybrid") & (summary.status == "done")]
+        regional = summary[(summary.model == "regional") & (summary.status == "done")]
+        forests = session.store.sizes(layout.DECODERS)
+        print(f"regional median NSE {regional.nse.median():.3f}, forests kept: "
+              f"{sum(forests.values()) / 2**20:.1f} MiB in total, "
+              f"{sorted(forests.values())[len(forests) // 2] / 2**20:.2f} MiB median")
+        print(f"finetune {len(gauges)} catchments: {finished - started:.0f} s (encode "
+              f"{encode:.0f} s, decode {fitting:.0f} s, summary {summary_seconds:.0f} s), "
+              f"median hybrid NSE {hybrid.nse.median():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``hybrid export``: a finished run's encoder as a model folder others can reuse (``base_run``).
+
+The folder has the two keys a ``base_run`` reads, ``config.yml`` and ``checkpoints/final.pt``
+(weights, scaler, input lists, the catchment split and the training history; plain tensors and
+data, so ``torch.load(weights_only=True)`` reads it), plus ``training_catchments.txt`` and a
+``MODEL_CARD.md`` written from the run's own outputs: data, periods, skill, time, hardware and
+the command that reproduces it. Nothing in it is typed by hand.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+
+import pandas as pd
+import yaml
+
+from hybrid import layout
+from hybrid.checkpoints import load_object
+from hybrid.config import Config
+from hybrid.errors import StoreError
+from hybrid.provenance import provenance, sha256
+from hybrid.runs import read_timings, run_store, without_secrets
+from hybrid.storage import Store, open_store
+
+#: keys of the run's config that describe where it ran, not the model: left out of the card's
+#: config so a reuser's own store and data folder are not overridden by ours
+_LOCAL = ("store", "storage_options", "data_dir", "basin_file", "base_run", "resources",
+          "run_id")
+
+
+def export_model(cfg: Config, out_url: str, command: str = "") -> str:
+    run = run_store(cfg)
+    for key in (layout.FINAL, layout.SUMMARY):
+        if not run.exists(key):
+            raise StoreError(f"{run.uri(key)} not found: export a finished run")
+    out = open_store(out_url)
+    data = run.read_bytes(layout.FINAL)
+    final = load_object(run, layout.FINAL, data)
+    out.write_bytes(layout.FINAL, data)
+    model_config = {k: v for k, v in without_secrets(cfg.to_dict()).items() if k not in _LOCAL}
+    model_config["run_id"] = cfg.run_id
+    out.write_text(layout.CONFIG, yaml.safe_dump(model_config, sort_keys=False))
+    train = final["split"]["train"]
+    out.write_text("training_catchments.txt", "\n".join(train) + "\n")
+    out.write_text("MODEL_CARD.md", model_card(run, cfg, final, sha256(data), command))
+    return out.uri()
+
+
+def _medians(summary: pd.DataFrame) -> list[str]:
+    done = summary[summary.status == "done"]
+    rows = ["| group | catchments | regional NSE | hybrid NSE | regional KGE-2012 | "
+            "hybrid KGE-2012 |", "|---|---|---|---|---|---|"]
+    groups = [("all", done), ("in the encoder's training set", done[done.in_training]),
+              ("out of training (new locations)", done[~done.in_training])]
+    for name, part in groups:
+        med = part.groupby("model")[["nse", "kge_2012"]].median()
+        if not {"regional", "hybrid"} <= set(med.index):
+            continue
+        rows.append(f"| {name} | {part.gauge_id.nunique()} | {med.loc['regional', 'nse']:.3f} | "
+                    f"{med.loc['hybrid', 'nse']:.3f} | {med.loc['regional', 'kge_2012']:.3f} | "
+                    f"{med.loc['hybrid', 'kge_2012']:.3f} |")
+    return rows
+
+
+def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) -> str:
+    summary = run.read_frame(layout.SUMMARY)
+    history = pd.DataFrame(final.get("history") or [])
+    timings = read_timings(run)
+    pretrain = timings.get("pretrain", {})
+    best = final.get("best_epoch")
+    hp = final["hparams"]
+    scaler = final["scaler"]
+    lines = [
+        f"# Model card: `{cfg.run_id}`",
+        "",
+        "A regional LSTM encoder for the hybrid LSTM–random-forest method, to reuse with "
+        "`base_run:` pointing at this folder. Written by `hybrid export` from the run's own "
+        "outputs.",
+        "",
+        "## Data",
+        "",
+        f"- Dataset `{cfg.dataset}`; dynamic inputs {', '.join(scaler['dynamic_inputs'])}; "
+        f"target `{scaler['target']}`.",
+        f"- {len(scaler['static_attributes'])} static attributes: "
+        f"{', '.join(scaler['static_attributes'])}.",
+        f"- Training catchments: {len(final['split']['train'])} "
+        "(`training_catchments.txt`); kept out: "
+        f"{len(final['split'].get('out_of_training', []))}, drawn by seed {cfg.seed}.",
+        f"- Periods: training {cfg.train_start_date}..{cfg.train_end_date}, validation "
+        f"{cfg.validation_start_date}..{cfg.validation_end_date}, test "
+        f"{cfg.test_start_date}..{cfg.test_end_date}. Normalisation statistics come from the "
+        "training period of the training catchments and travel in the checkpoint.",
+        "",
+        "## Model",
+        "",
+        f"- LSTM, hidden size {hp['hidden_size']}, {hp['num_layers']} layer(s), dropout "
+        f"{hp['output_dropout']} before a linear head, forget-gate bias "
+        f"{hp['initial_forget_bias']}.",
+        f"- Windows of {cfg.seq_length} days, loss (`{cfg.loss}`) on the last "
+        f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
+        f"precision {cfg.precision}.",
+        f"- Best epoch {best} of {len(history)}"
+        + (f" (median validation NSE {history['validation_nse'].max():.3f} at best)"
+           if "validation_nse" in history and len(history) else "") + ".",
+        f"- Checkpoint sha256 `{digest}`.",
+        "",
+        "## Skill on the test period",
+        "",
+        "Median over catchments of the run that made it (the hybrid fits one random forest per "
+        f"catchment on the encoder's features; decoder `{cfg.decoder.name}` "
+        f"{cfg.decoder.params or '(project defaults)'}):",
+        "",
+        *_medians(summary),
+        "",
+        "## Cost and hardware",
+        "",
+        f"- Pre-training: {pretrain.get('seconds', float('nan')) / 60:.1f} minutes on "
+        f"{pretrain.get('device', '?')} ({pretrain.get('gpu') or platform.processor() or '?'}"
+        f", {pretrain.get('threads', '?')} threads).",
+        "- Stage times of the run: " + ", ".join(
+            f"{k} {v['seconds']:.0f} s" for k, v in timings.items()) + ".",
+        f"- Made with hybrid {provenance()['hybrid_version']} "
+        f"(commit {provenance()['git_commit']}); exported "
+        f"{dt.date.today().isoformat()}.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        command or f"hybrid run --config <the config of run {cfg.run_id}>",
+        "```",
+        "",
+        "## Reuse",
+        "",
+        "Point a run config's `base_run` at this folder: the run skips pre-training and "
+        "encodes and decodes its own catchments. Its `dynamic_inputs`, `static_attributes`, "
+        "`target_variables` and `seq_length` must be the ones above (checked before any work); "
+        "the model's own settings are taken from here. `configs/finetune_caravan.yml` is an "
+        "example.",
+        "",
+    ]
+    return "\n".join(lines)

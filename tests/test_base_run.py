@@ -1,0 +1,215 @@
+"""Reusing a pre-trained encoder (``base_run``) and serving a finished run (``hybrid predict``).
+
+A tiny synthetic run is the base; a second run over other catchments reuses its encoder without
+pre-training, refuses inputs that differ, and records where its model came from. The base run's
+kept forests then predict its own test period (the same numbers as the run's predictions) and
+periods the run never scored.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid import layout, partitions
+from hybrid.base_run import BASE_RUN
+from hybrid.errors import ConfigError, StoreError
+from hybrid.pipeline import Session, stage_predict, stage_run
+from hybrid.provenance import sha256
+from hybrid.runs import run_store
+
+SIX = {"n_catchments": 6, "seed": 1, "start_date": "1995-01-01", "end_date": "1999-12-31"}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, tiny_config):
+    cfg = tiny_config(str(tmp_path_factory.mktemp("base")), run_id="base", epochs=1,
+                      dataset_options=SIX, basins=[f"synthetic_00{i}" for i in range(4)])
+    assert stage_run(cfg).exit_code == 0
+    return cfg, run_store(cfg)
+
+
+def test_a_run_reuses_the_base_encoder_without_pretraining(base, tiny_config, tmp_path,
+                                                           capsys) -> None:
+    base_cfg, base_store = base
+    gauges = [f"synthetic_00{i}" for i in range(2, 6)]  # two shared with the base, two new
+    cfg = tiny_config(str(tmp_path / "new"), run_id="reuse", dataset_options=SIX,
+                      basins=gauges, base_run=base_store.uri(), hidden_size=32)
+    capsys.readouterr()
+    outcome = stage_run(cfg)
+    err = capsys.readouterr().err
+    assert outcome.exit_code == 0
+    store = run_store(cfg)
+    # no training: the base's checkpoint, byte for byte, and no epoch checkpoints
+    assert store.read_bytes(layout.FINAL) == base_store.read_bytes(layout.FINAL)
+    assert [n for n in store.listdir(layout.CHECKPOINTS) if n.startswith("epoch-")] == []
+    assert "pretrain: reusing the encoder of" in err and "train loss" not in err
+    record = json.loads(store.read_text(BASE_RUN))
+    assert record["url"] == base_store.uri()
+    assert record["sha256"] == sha256(base_store.read_bytes(layout.FINAL))
+    # the model's own settings come from the base (hidden_size 8, not the 32 asked for)
+    assert "base_run: model settings taken from the base run: hidden_size 8" in err
+    stamp = partitions.read_footer_json(store, layout.partition_key(layout.ENCODED, gauges[0]))
+    assert stamp["model"] == record["sha256"]
+    # in_training means: in the base encoder's training set
+    base_train = set(base_store.read_json(layout.SPLIT)["train"])
+    summary = outcome.summary
+    assert sorted(summary.gauge_id.unique()) == gauges
+    assert (summary.in_training == summary.gauge_id.isin(base_train)).all()
+    assert not summary[summary.gauge_id.isin(["synthetic_004", "synthetic_005"])] \
+        .in_training.any()
+    assert (summary.status == "done").all() and np.isfinite(summary.nse).all()
+    # the shared catchments get the very features the base run encoded for them
+    shared = layout.partition_key(layout.ENCODED, "synthetic_002")
+    pd.testing.assert_frame_equal(store.read_frame(shared), base_store.read_frame(shared))
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("dynamic_inputs", ["total_precipitation_sum", "temperature_2m_mean"]),
+    ("static_attributes", ["p_mean", "aridity"]),
+    ("seq_length", 90),
+])
+def test_mismatched_inputs_are_refused_before_any_work(base, tiny_config, tmp_path, key,
+                                                       value) -> None:
+    _, base_store = base
+    cfg = tiny_config(str(tmp_path / "new"), run_id="bad", base_run=base_store.uri(),
+                      **{key: value})
+    with pytest.raises(ConfigError) as excinfo:
+        stage_run(cfg)
+    message = str(excinfo.value)
+    assert "\n" not in message and message.startswith(f"{key}: ")
+    assert "differs from the base run's" in message and base_store.uri() in message
+    assert not (tmp_path / "new").exists()
+
+
+def test_base_run_must_hold_a_model(tiny_config, tmp_path) -> None:
+    cfg = tiny_config(str(tmp_path / "new"), base_run=str(tmp_path / "nothing-here"))
+    with pytest.raises(StoreError, match="base_run: .*checkpoints/final.pt not found"):
+        stage_run(cfg)
+
+
+def test_base_run_in_object_storage(base, tiny_config, s3_bucket, tmp_path) -> None:
+    """A base run in a bucket serves a run on another store."""
+    _, base_store = base
+    url, options = s3_bucket
+    from hybrid.storage import open_store
+
+    copy = open_store(url, options).child("base")
+    for key in (layout.FINAL, layout.CONFIG):
+        copy.write_bytes(key, base_store.read_bytes(key))
+    cfg = tiny_config(url, options, run_id="from-s3", dataset_options=SIX,
+                      basins=["synthetic_004", "synthetic_005"], n_train_basins=1,
+                      base_run=copy.uri())
+    outcome = stage_run(cfg)
+    assert outcome.exit_code == 0 and (outcome.summary.status == "done").all()
+    assert run_store(cfg).read_bytes(layout.FINAL) == base_store.read_bytes(layout.FINAL)
+
+
+def test_a_changed_base_model_is_refused(base, tiny_config, tmp_path) -> None:
+    _, base_store = base
+    cfg = tiny_config(str(tmp_path / "new"), run_id="reuse2", dataset_options=SIX,
+                      basins=["synthetic_004", "synthetic_005"], n_train_basins=1,
+                      base_run=base_store.uri())
+    session = Session.open(cfg)
+    try:
+        from hybrid.pipeline import stage_prepare, stage_pretrain
+
+        stage_prepare(cfg, session)
+        stage_pretrain(cfg, session)
+        run_store(cfg).write_bytes(layout.FINAL, b"another model")
+        with pytest.raises(StoreError, match="now holds another model"):
+            stage_pretrain(cfg, session)
+    finally:
+        session.close()
+
+
+# ------------------------------------------------------------------------------ predict
+def test_predicting_the_test_period_reproduces_the_run(base) -> None:
+    cfg, store = base
+    summary = stage_predict(cfg, cfg.test_start_date, cfg.test_end_date)
+    folder = f"{layout.PREDICT}/{cfg.test_start_date}_{cfg.test_end_date}/{layout.PREDICTIONS}"
+    for gauge in sorted(partitions.present_partitions(store, layout.PREDICTIONS)):
+        ran = partitions.read_partition(store, layout.PREDICTIONS, gauge).to_pandas()
+        served = partitions.read_partition(store, folder, gauge).to_pandas()
+        pd.testing.assert_frame_equal(served, ran)  # identical, value for value
+    run_summary = store.read_frame(layout.SUMMARY).set_index(["gauge_id", "model"])["nse"]
+    again = summary.set_index(["gauge_id", "model"])["nse"]
+    assert np.allclose(again.sort_index(), run_summary.loc[again.index].sort_index())
+
+
+def test_predicting_another_period_without_refitting(base, monkeypatch) -> None:
+    cfg, store = base
+    import hybrid.decode
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a forest was refitted")
+
+    monkeypatch.setattr(hybrid.decode, "fit_predict", refuse)
+    start, end = pd.Timestamp("1997-01-01").date(), pd.Timestamp("1997-12-31").date()
+    summary = stage_predict(cfg, start, end)
+    folder = f"{layout.PREDICT}/{start}_{end}/{layout.PREDICTIONS}"
+    frame = partitions.read_partition(store, folder, "synthetic_000").to_pandas()
+    assert frame["date"].min() == pd.Timestamp(start) and frame["date"].max() == pd.Timestamp(end)
+    assert np.isfinite(frame[["regional", "hybrid"]].to_numpy()).all()
+    assert sorted(summary.gauge_id.unique()) == [f"synthetic_00{i}" for i in range(4)]
+
+
+def test_a_period_without_observations_gives_predictions_only(caravan_files, tmp_path) -> None:
+    """Forcings that run on after the streamflow record (a new forcing file, a forecast)."""
+    def flow(day):
+        return None if day >= pd.Timestamp("2002-01-01") else 1.0 + day.dayofyear % 9 / 10
+
+    lines = caravan_files.lines("2000-01-01", "2002-06-30", flow=flow)
+    caravan_files.write({"x_1": lines, "x_2": lines})
+    cfg = caravan_files.config(str(tmp_path / "store"), n_train_basins=1)
+    assert stage_run(cfg).exit_code == 0
+    start, end = pd.Timestamp("2002-02-01").date(), pd.Timestamp("2002-06-30").date()
+    summary = stage_predict(cfg, start, end)
+    assert summary.empty  # nothing to score against
+    store = run_store(cfg)
+    folder = f"{layout.PREDICT}/{start}_{end}"
+    frame = partitions.read_partition(store, f"{folder}/{layout.PREDICTIONS}", "x_1").to_pandas()
+    assert len(frame) == (end - start).days + 1
+    assert frame["observed"].isna().all() and np.isfinite(frame["hybrid"]).all()
+    # the run had prepared days up to 2001-12-31 only: the dataset was read again
+    assert partitions.present_partitions(store, f"{folder}/inputs")
+
+
+def test_predict_needs_the_kept_forests(tiny_config, tmp_path) -> None:
+    cfg = tiny_config(str(tmp_path / "s"), epochs=1,
+                      decoder={"name": "rf", "params": {"n_estimators": 5},
+                               "keep_models": False})
+    stage_run(cfg)
+    with pytest.raises(StoreError, match="forests were not kept"):
+        stage_predict(cfg, cfg.test_start_date, cfg.test_end_date)
+
+
+def test_export_writes_a_model_folder_a_run_can_reuse(base, tiny_config, tmp_path) -> None:
+    import io
+
+    import torch
+
+    from hybrid.export import export_model
+
+    cfg, store = base
+    folder = tmp_path / "models" / "tiny"
+    export_model(cfg, str(folder), "hybrid run --config base.yml")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "MODEL_CARD.md", "checkpoints", "config.yml", "training_catchments.txt"]
+    # weights and scaler load without unpickling code
+    final = torch.load(io.BytesIO((folder / "checkpoints" / "final.pt").read_bytes()),
+                       weights_only=True)
+    assert {"state_dict", "scaler", "hparams", "split", "history"} <= set(final)
+    card = (folder / "MODEL_CARD.md").read_text()
+    summary = store.read_frame(layout.SUMMARY)
+    hybrid_median = summary[summary.model == "hybrid"].nse.median()
+    assert f"{hybrid_median:.3f}" in card and "hybrid run --config base.yml" in card
+    assert (folder / "training_catchments.txt").read_text().split() == \
+        store.read_json(layout.SPLIT)["train"]
+    reuse = tiny_config(str(tmp_path / "new"), run_id="from-folder", dataset_options=SIX,
+                        basins=["synthetic_004", "synthetic_005"], n_train_basins=1,
+                        base_run=str(folder))
+    assert stage_run(reuse).exit_code == 0
