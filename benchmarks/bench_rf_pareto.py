@@ -61,7 +61,10 @@ NAMED = {
     "TF-DF default (paper)": setting(300, max_depth=16),
 }
 #: one axis at a time from the project's default, plus a few combinations of the cheap
-#: directions; a full product (4 x 3 x 3 x 3 x 2 = 216 fits per catchment) would take a day
+#: directions; a full product (4 x 3 x 3 x 3 x 2 = 216 fits per catchment) would take a day.
+#: Expected cost, estimated (not measured) from the default's ~5 s fit with n_jobs=1 on ~6,500
+#: days x 64 features (BENCHMARKS.md): ~15 default fits per catchment, ~25 minutes for 40
+#: catchments on two otherwise idle cores
 GRID = list(NAMED.values()) + [
     setting(25), setting(50),
     setting(25, 0.5), setting(50, 0.5), setting(100, 0.5),
