@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def require_caravan() -> Path:
@@ -22,13 +24,20 @@ def require_caravan() -> Path:
     return path
 
 
+def load() -> str:
+    """The load average, because a time measured beside other work is not the machine's own
+    speed: every printed figure has to say how busy the machine was."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1 / 5 / 15 min)"
+
+
 def machine() -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
     return (f"{platform.node()}: {os.cpu_count()} CPUs, {cpu}, "
             f"Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads)")
+            f"({torch.get_num_threads()} threads); {load()}")
 
 
 def timed(fn, repeats: int = 3) -> tuple[float, list[float], object]:
@@ -41,14 +50,35 @@ def timed(fn, repeats: int = 3) -> tuple[float, list[float], object]:
     return statistics.median(times), times, result
 
 
-def caravan_gauges(caravan: Path, n: int | None = None, seed: int = 0) -> list[str]:
-    import numpy as np
+def runs(times: list[float], digits: int = 2) -> str:
+    """``median X s of [a, b, c]``: the spread is printed so one disturbed run shows."""
+    return (f"median {statistics.median(times):.{digits}f} s of "
+            f"{[round(t, digits) for t in times]}")
 
-    gauges = sorted(p.stem for p in (caravan / "timeseries" / "csv" / "camels").glob("*.csv"))
-    if n is None or n >= len(gauges):
-        return gauges
-    idx = np.sort(np.random.default_rng(seed).choice(len(gauges), n, replace=False))
-    return [gauges[i] for i in idx]
+
+def draw(items: list[str], n: int | None, seed: int = 0) -> list[str]:
+    """``n`` of ``items`` by seed, in their sorted order (all of them when ``n`` is None)."""
+    items = sorted(items)
+    if n is None or n >= len(items):
+        return items
+    idx = np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))
+    return [items[i] for i in idx]
+
+
+def caravan_gauges(caravan: Path, n: int | None = None, seed: int = 0) -> list[str]:
+    return draw([p.stem for p in (caravan / "timeseries" / "csv" / "camels").glob("*.csv")],
+                n, seed)
+
+
+def scratch_store(source, keys: list[str]):
+    """A throw-away store holding copies of ``keys`` of ``source``: a benchmark that writes
+    (encode, decode) must never touch the outputs of the run it measures."""
+    from hybrid.storage import open_store
+
+    scratch = open_store(tempfile.mkdtemp(prefix="hybrid-bench-"))
+    for key in keys:
+        scratch.write_bytes(key, source.read_bytes(key))
+    return scratch
 
 
 def bench_config(caravan: Path, gauges: list[str], hidden: int, train_minutes: float,
@@ -81,31 +111,40 @@ def model_arguments(parser) -> None:
     parser.add_argument("--run", help="use the trained model of this existing run instead")
 
 
-def trained_run(args):
+def open_finished_run(path: str):
+    """(store, config) of a run folder made by ``hybrid run``, opened read-only."""
+    from hybrid.runs import load_run_config
+    from hybrid.storage import open_store
+
+    store = open_store(path)
+    return store, load_run_config(store)
+
+
+def trained_run(args, folder: str | None = None):
     """(config, store, trained model, catchments) of the shared benchmark model, trained once.
 
     With ``--run`` the model of an existing run is used instead (e.g. the 421-catchment one) and
-    ``--catchments`` of its catchments are drawn by seed.
+    ``--catchments`` of the catchments its ``folder`` stage finished (default: prepared) are
+    drawn by seed; nothing is written to that run.
     """
+    from hybrid import layout, partitions
+    from hybrid.checkpoints import load_trained
     from hybrid.prepare import prepare
     from hybrid.runs import open_run
     from hybrid.training import train_regional
 
+    folder = folder or layout.CATCHMENTS
     if getattr(args, "run", None):
-        from hybrid.checkpoints import load_trained
-        from hybrid.runs import load_run_config
-        from hybrid.storage import open_store
-
-        store = open_store(args.run)
-        cfg = load_run_config(store)
-        trained = load_trained(store)
-        everything = sorted(store.read_json("catchments/_manifest.json")["catchments"])
-        idx = np.sort(np.random.default_rng(0).choice(len(everything), args.catchments,
-                                                       replace=False))
-        return cfg, store, trained, [everything[i] for i in idx]
+        store, cfg = open_finished_run(args.run)
+        manifest = partitions.read_manifest(store, folder)
+        if manifest is None:
+            sys.exit(f"{store.uri(layout.manifest_key(folder))} not found: is {args.run} a "
+                     "finished run?")
+        return cfg, store, load_trained(store), draw(list(manifest["catchments"]),
+                                                     args.catchments)
     caravan = require_caravan()
     gauges = caravan_gauges(caravan, args.catchments, seed=0)
     cfg = bench_config(caravan, gauges, args.hidden, args.train_minutes, args.store)
     store = open_run(cfg)
-    prepare(cfg, store)
-    return cfg, store, train_regional(store, cfg, "cpu"), gauges
+    prepared = prepare(cfg, store)
+    return cfg, store, train_regional(store, cfg, "cpu"), sorted(prepared.done)
