@@ -51,8 +51,7 @@ def main() -> None:
     import json
 
     from hybrid import layout
-    from hybrid.pipeline import Session, stage_decode, stage_encode, stage_prepare, \
-        stage_pretrain
+    from hybrid.pipeline import Session, stage_decode, stage_encode, stage_prepare, stage_pretrain
     from hybrid.runs import read_timings
 
     print(machine(), "| load average", os.getloadavg(), flush=True)

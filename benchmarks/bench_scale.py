@@ -202,7 +202,6 @@ def main() -> None:
     if args.one:
         one_size(args)
         return
-    import ray
     from ray.cluster_utils import Cluster
 
     RESULTS.mkdir(parents=True, exist_ok=True)

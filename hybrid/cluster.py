@@ -267,6 +267,9 @@ class RayExecutor:
             limit = self.cfg.resources.encode_in_flight
             submit = lambda item: host.run.remote(work, setup, shared, item)  # noqa: E731
         else:
+            # hosts hold their CPUs (the whole largest node, without a GPU) while they live:
+            # give them back before tasks need the same cores
+            self.close()
             task = ray.remote(_run_item).options(**_options(resources),
                                                  max_retries=resources.max_retries,
                                                  retry_exceptions=False)

@@ -221,7 +221,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     """Read a YAML run file; ``overrides`` (from the CLI) win over the file.
 
     Relative paths in the file (``store``, ``data_dir``, ``basin_file``, ``base_run``) are
-    relative to the file's folder, so a config means the same run from whatever directory it is started.
+    relative to the file's folder, so a config means the same run from whatever directory it
+    is started.
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from hybrid import layout, partitions
-from hybrid import base_run
+from hybrid import base_run, layout, partitions
 from hybrid.base_run import resolve as resolve_base_run
 from hybrid.baselines import catchment_wise_stage, finetune_stage
 from hybrid.checkpoints import load_trained

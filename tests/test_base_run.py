@@ -160,7 +160,7 @@ def test_predicting_another_period_without_refitting(base, monkeypatch) -> None:
 def test_a_period_without_observations_gives_predictions_only(caravan_files, tmp_path) -> None:
     """Forcings that run on after the streamflow record (a new forcing file, a forecast)."""
     def flow(day):
-        return None if day >= pd.Timestamp("2002-01-01") else 1.0 + day.dayofyear % 9 / 10
+        return None if day >= pd.Timestamp("2002-01-01") else 1.0 + day.day_of_year % 9 / 10
 
     lines = caravan_files.lines("2000-01-01", "2002-06-30", flow=flow)
     caravan_files.write({"x_1": lines, "x_2": lines})

@@ -205,16 +205,16 @@ def test_other_decoders_through_decode(run, name: str, tmp_path) -> None:
     assert np.isfinite(metrics.loc["hybrid", "nse"])
 
 
-def test_models_are_kept_only_when_asked(run, tmp_path) -> None:
+def test_models_are_kept_unless_told_not_to(run, tmp_path) -> None:
     store, cfg, split = run
     gauge = _one(split, "in")
+    off = cfg.replace(decoder={**cfg.to_dict()["decoder"], "keep_models": False})
     out = _copy(store, gauge, tmp_path)
-    decode_catchment(_context(out, cfg, split), gauge)
+    decode_catchment(_context(out, off, split), gauge)
     assert not out.exists("decoders")
 
-    keep = cfg.replace(decoder={**cfg.to_dict()["decoder"], "keep_models": True})
     kept = _copy(store, gauge, tmp_path, "keep")
-    decode_catchment(_context(kept, keep, split), gauge)
+    decode_catchment(_context(kept, cfg, split), gauge)  # the default keeps them
     key = f"decoders/gauge_id={gauge}/model.joblib"
     assert kept.listdir("decoders") == [f"gauge_id={gauge}"]
     model = joblib.load(io.BytesIO(kept.read_bytes(key)))
@@ -226,6 +226,17 @@ def test_models_are_kept_only_when_asked(run, tmp_path) -> None:
     np.testing.assert_allclose(
         model.predict(test[layout.feature_columns(HIDDEN)].to_numpy(np.float32)),
         pred["hybrid"].to_numpy(), rtol=1e-6)
+
+
+def test_fit_period_train_validation_fits_on_more_days(run, tmp_path) -> None:
+    store, cfg, split = run
+    gauge = _one(split, "in")
+    both = cfg.replace(decoder={**cfg.to_dict()["decoder"], "fit_period": "train_validation"})
+    out = _copy(store, gauge, tmp_path)
+    rows = pd.DataFrame(decode_one(_context(out, both, split), {}, gauge)["rows"])
+    encoded = out.read_frame(encoded_key(gauge))
+    fitted = encoded[encoded["split"].isin(["train", "validation"])]
+    assert (rows["n_train"] == int(np.isfinite(fitted["observed"]).sum())).all()
 
 
 def test_baseline_predictions_join_the_scoring(run, tmp_path) -> None:
