@@ -32,7 +32,9 @@ FINETUNED = "finetuned"
 def catchment_wise_config(cfg: Config) -> Config:
     b = cfg.baselines
     return cfg.replace(hidden_size=b.catchment_wise_hidden_size, epochs=b.catchment_wise_epochs,
-                       n_train_basins=1, num_threads=0)
+                       patience=b.catchment_wise_patience, n_train_basins=1, num_threads=0,
+                       max_train_samples_per_epoch=b.samples_per_epoch,
+                       max_validation_samples=None, max_train_minutes=None)
 
 
 def baseline_stamp(cfg: Config, model: str) -> dict[str, str]:
@@ -76,8 +78,8 @@ def finetune_config(cfg: Config) -> Config:
     b = cfg.baselines
     return cfg.replace(epochs=b.finetune_epochs, learning_rate=b.finetune_learning_rate,
                        patience=b.finetune_patience, n_train_basins=1, num_threads=0,
-                       max_train_samples_per_epoch=None, max_validation_samples=None,
-                       max_train_minutes=None)
+                       max_train_samples_per_epoch=b.samples_per_epoch,
+                       max_validation_samples=None, max_train_minutes=None)
 
 
 def train_finetuned(context: Context, state: dict, gauge_id: str) -> dict:

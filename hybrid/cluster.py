@@ -206,7 +206,7 @@ def _run_item(work: Work, setup: Setup | None, token: str, context: Context, ite
     return work(context, state, item)
 
 
-def _options(resources: Resources) -> dict[str, Any]:
+def ray_options(resources: Resources) -> dict[str, Any]:
     options: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
     if resources.memory_mb:
         options["memory"] = resources.memory_mb * 1024 * 1024
@@ -234,7 +234,7 @@ class RayExecutor:
     # ------------------------------------------------------------------ hosts
     def host(self, resources: Resources):
         if resources not in self._hosts:
-            actor = ray.remote(Host).options(**_options(resources), max_restarts=2,
+            actor = ray.remote(Host).options(**ray_options(resources), max_restarts=2,
                                              max_task_retries=resources.max_retries)
             self._hosts[resources] = actor.remote(int(max(1, resources.num_cpus)))
         return self._hosts[resources]
@@ -270,7 +270,7 @@ class RayExecutor:
             # hosts hold their CPUs (the whole largest node, without a GPU) while they live:
             # give them back before tasks need the same cores
             self.close()
-            task = ray.remote(_run_item).options(**_options(resources),
+            task = ray.remote(_run_item).options(**ray_options(resources),
                                                  max_retries=resources.max_retries,
                                                  retry_exceptions=False)
             limit = self.in_flight(len(items))

@@ -47,8 +47,10 @@ class BaselineConfig:
     """Optional site-specific LSTMs (the paper's "catchment-wise" strategy); costly, so off."""
 
     catchment_wise: bool = False
-    catchment_wise_epochs: int = 10
+    catchment_wise_epochs: int = 20
     catchment_wise_hidden_size: int = 64
+    #: epochs without improvement of the catchment's validation loss before stopping
+    catchment_wise_patience: int = 5
     #: at most this many catchments get one (None: all); they are the costly baseline
     catchment_wise_max_basins: int | None = None
     #: the paper's third strategy: the regional LSTM trained further on each catchment alone
@@ -58,6 +60,10 @@ class BaselineConfig:
     #: epochs without improvement of the catchment's validation loss before stopping
     finetune_patience: int = 1
     finetune_max_basins: int | None = None
+    #: windows drawn per epoch when one catchment trains alone (both baselines): with long
+    #: sequence windows every day is already in hundreds of them, so an epoch of all windows
+    #: would repeat each day hundreds of times for no gain
+    samples_per_epoch: int | None = 2000
 
 
 @dataclass

@@ -87,7 +87,7 @@ def test_decoder_tasks_reserve_what_the_config_says(tiny_config, tmp_path) -> No
                                                 "decoder_custom_resources": {"decoder_node": 1},
                                                 "max_retries": 5})
     resources = hybrid_cluster.worker_resources(cfg)
-    assert hybrid_cluster._options(resources) == {
+    assert hybrid_cluster.ray_options(resources) == {
         "num_cpus": 2, "num_gpus": 0, "memory": 512 * 1024 * 1024,
         "resources": {"decoder_node": 1}}
     assert resources.max_retries == 5
