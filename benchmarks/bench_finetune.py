@@ -34,7 +34,9 @@ def scratch_config(base: str, gauges: list[str], store: str, overrides: dict):
     data.update(run_id="finetune-bench", store=store, base_run=base, basins=gauges,
                 dataset="caravan", data_dir=str(require_caravan()), storage_options={},
                 resources={"executor": "ray"})
-    data.update(overrides)
+    for key, value in overrides.items():  # a block (decoder, baselines) changes key by key
+        both = isinstance(value, dict) and isinstance(data.get(key), dict)
+        data[key] = {**data[key], **value} if both else value
     return config_from_dict(data)
 
 
@@ -43,6 +45,10 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="finished run folder or models/<name>")
     parser.add_argument("--catchments", type=int, default=421)
     parser.add_argument("--decoder", help="decoder params as JSON, e.g. '{\"n_estimators\": 50}'")
+    parser.add_argument("--fit-period", choices=["train", "train_validation"],
+                        help="the decoder's fit_period (default: the base run's)")
+    parser.add_argument("--encode-only", action="store_true",
+                        help="stop after encoding (to compare --encode-on tasks and actor)")
     parser.add_argument("--keep", help="keep the scratch run in this folder")
     parser.add_argument("--encode-on", choices=["tasks", "actor"], default="tasks",
                         help="encode as tasks fanned out like the decoders (the default), or "
@@ -64,8 +70,13 @@ def main() -> None:
                                                                role="encoder")
     gauges = caravan_gauges(require_caravan())[:args.catchments]
     overrides = {}
+    decoder = {}
     if args.decoder:
-        overrides["decoder"] = {"name": "rf", "params": json.loads(args.decoder)}
+        decoder["params"] = json.loads(args.decoder)
+    if args.fit_period:
+        decoder["fit_period"] = args.fit_period
+    if decoder:
+        overrides["decoder"] = decoder
     with tempfile.TemporaryDirectory() as scratch:
         store = args.keep or scratch
         cfg = scratch_config(os.path.abspath(args.run), gauges, store, overrides)
@@ -77,6 +88,10 @@ def main() -> None:
             started = time.perf_counter()
             stage_encode(cfg, session)
             encoded = time.perf_counter()
+            if args.encode_only:
+                print(f"encode {len(gauges)} catchments on {args.encode_on}: "
+                      f"{encoded - started:.1f} s")
+                return
             summary = stage_decode(cfg, session)
             finished = time.perf_counter()
         finally:

@@ -210,7 +210,7 @@ def main() -> None:
     os.environ.setdefault("RAY_worker_niceness", "0")
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "object_store_memory": 300 * 2**20,
-        "_temp_dir": tempfile.mkdtemp(prefix="hyb-scale-", dir="/tmp")})
+        "temp_dir": tempfile.mkdtemp(prefix="hyb-scale-", dir="/tmp")})
     for _ in range(args.worker_nodes):
         cluster.add_node(num_cpus=1, object_store_memory=200 * 2**20)
     rows = []

@@ -63,6 +63,10 @@ def _medians(summary: pd.DataFrame) -> list[str]:
     return rows
 
 
+def _sum(history: pd.DataFrame, column: str) -> float:
+    return float(history[column].sum()) if column in history else float("nan")
+
+
 def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) -> str:
     summary = run.read_frame(layout.SUMMARY)
     history = pd.DataFrame(final.get("history") or [])
@@ -115,10 +119,13 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         "",
         "## Cost and hardware",
         "",
-        f"- Pre-training: {pretrain.get('seconds', float('nan')) / 60:.1f} minutes on "
-        f"{pretrain.get('device', '?')} ({pretrain.get('gpu') or platform.processor() or '?'}"
-        f", {pretrain.get('threads', '?')} threads).",
-        "- Stage times of the run: " + ", ".join(
+        # from the epochs' own records: a resumed training's last pass is only its tail
+        f"- Pre-training: {_sum(history, 'seconds') / 60:.1f} minutes of training over "
+        f"{len(history)} epochs ({_sum(history, 'cpu_seconds'):.0f} CPU-seconds, "
+        f"{_sum(history, 'samples'):.0f} windows) on {pretrain.get('device', '?')} "
+        f"({pretrain.get('gpu') or platform.machine() or '?'}, "
+        f"{pretrain.get('threads', '?')} threads).",
+        "- Stage times of the run's last pass: " + ", ".join(
             f"{k} {v['seconds']:.0f} s" for k, v in timings.items()) + ".",
         f"- Made with hybrid {provenance()['hybrid_version']} "
         f"(commit {provenance()['git_commit']}); exported "
