@@ -337,7 +337,10 @@ def main() -> None:
           f"{int(raw['n_test'].median())} test days x {first['features']} features; "
           f"{wall:.0f} s wall in all; {load()}")
 
-    out = Path(args.out)
+    write_outputs(per, raw, Path(args.out))
+
+
+def write_outputs(per: pd.DataFrame, raw: pd.DataFrame, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     per.to_csv(out / "rf_pareto.csv", index_label="setting")
     raw.to_csv(out / "rf_pareto_catchments.csv", index=False)
@@ -356,12 +359,8 @@ def combine(paths: list[str], out: Path) -> None:
     grid = [(i, GRID[i]) for i in sorted(seen)]
     per = summarise(raw, grid, BASELINE)
     print_table(per, BASELINE)
-    out.mkdir(parents=True, exist_ok=True)
-    per.to_csv(out / "rf_pareto.csv", index_label="setting")
-    raw.to_csv(out / "rf_pareto_catchments.csv", index=False)
-    plot(per, out / "rf_pareto.png")
-    print(f"combined {len(paths)} passes: wrote {out / 'rf_pareto.csv'}, "
-          f"{out / 'rf_pareto_catchments.csv'}, {out / 'rf_pareto.png'}")
+    print(f"combined {len(paths)} passes")
+    write_outputs(per, raw, out)
 
 
 if __name__ == "__main__":
