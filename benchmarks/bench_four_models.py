@@ -46,7 +46,7 @@ def stratified(n: int, seed: int = 0) -> list[str]:
         picked += list(rng.choice(sorted(ids), min(take, len(ids)), replace=False))
     if len(picked) > n:  # rounding gave a few too many: drop some at random
         picked = list(rng.choice(picked, n, replace=False))
-    return sorted(picked)
+    return sorted(str(g) for g in picked)  # numpy strings do not go into a YAML config
 
 
 def main() -> None:

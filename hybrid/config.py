@@ -33,10 +33,10 @@ class DecoderConfig:
     name: str = "rf"
     #: passed to the scikit-learn estimator; empty means the project's measured defaults
     params: dict[str, Any] = field(default_factory=dict)
-    #: the days a decoder is fitted on: "train" (the training period), or "train_validation"
-    #: (training and validation periods, as the paper's code does: the forest has no early
-    #: stopping that needs the validation days)
-    fit_period: Literal["train", "train_validation"] = "train"
+    #: the days a decoder is fitted on: "train_validation" (training and validation periods, as
+    #: the paper's code does: the forest has no early stopping that needs the validation days;
+    #: measured better on 79 of 100 CAMELS-US catchments, BENCHMARKS.md) or "train"
+    fit_period: Literal["train", "train_validation"] = "train_validation"
     #: keep each fitted forest (decoders/gauge_id=<id>/model.joblib) so that ``hybrid predict``
     #: can serve any period without refitting; BENCHMARKS.md gives the size per catchment
     keep_models: bool = True

@@ -63,6 +63,11 @@ def _medians(summary: pd.DataFrame) -> list[str]:
     return rows
 
 
+def _at_best(history: pd.DataFrame, best: int | None) -> float:
+    row = history[history["epoch"] == best]
+    return float(row["validation_nse"].iloc[0]) if len(row) else float("nan")
+
+
 def _sum(history: pd.DataFrame, column: str) -> float:
     return float(history[column].sum()) if column in history else float("nan")
 
@@ -104,8 +109,8 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         f"- Windows of {cfg.seq_length} days, loss (`{cfg.loss}`) on the last "
         f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
         f"precision {cfg.precision}.",
-        f"- Best epoch {best} of {len(history)}"
-        + (f" (median validation NSE {history['validation_nse'].max():.3f} at best)"
+        f"- Best epoch {best} of {len(history)} (the lowest validation loss)"
+        + (f"; median validation NSE there {_at_best(history, best):.3f}"
            if "validation_nse" in history and len(history) else "") + ".",
         f"- Checkpoint sha256 `{digest}`.",
         "",
@@ -113,7 +118,8 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         "",
         "Median over catchments of the run that made it (the hybrid fits one random forest per "
         f"catchment on the encoder's features; decoder `{cfg.decoder.name}` "
-        f"{cfg.decoder.params or '(project defaults)'}):",
+        f"{cfg.decoder.params or '(project defaults)'} fitted on the "
+        f"`{cfg.decoder.fit_period}` period):",
         "",
         *_medians(summary),
         "",

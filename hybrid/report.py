@@ -118,13 +118,17 @@ def plot_hydrographs(done: pd.DataFrame, store: Store, cfg: Config) -> tuple[str
         [getattr(p, layout.PARTITION_KEY) for p in picks.values()]
 
 
-def plot_training(history: pd.DataFrame, store: Store) -> str:
+LOSS_LABELS = {"mse": "MSE (standardised streamflow)",
+               "nse": "NSE* loss (per-catchment weighted MSE)"}
+
+
+def plot_training(history: pd.DataFrame, store: Store, loss: str = "mse") -> str:
     """Loss and validation NSE per epoch of the regional LSTM."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     left.plot(history["epoch"], history["train_loss"], "o-", label="training loss")
     if "validation_loss" in history and history["validation_loss"].notna().any():
         left.plot(history["epoch"], history["validation_loss"], "o-", label="validation loss")
-    left.set(xlabel="epoch", ylabel="MSE (standardised streamflow)")
+    left.set(xlabel="epoch", ylabel=LOSS_LABELS.get(loss, loss))
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
     if "validation_nse" in history and history["validation_nse"].notna().any():
@@ -154,8 +158,9 @@ def write_report(store: Store, cfg: Config) -> str:
         figures.append(f"![hybrid vs regional]({plot_scatter(done, store, cfg)})")
     hydro, picked = plot_hydrographs(done, store, cfg)
     if store.exists(layout.HISTORY):
+        curve = plot_training(store.read_frame(layout.HISTORY), store, cfg.loss)
         figures += ["", "Training of the regional LSTM (per epoch):", "",
-                    f"![training curve]({plot_training(store.read_frame(layout.HISTORY), store)})"]
+                    f"![training curve]({curve})"]
     n_done = done[layout.PARTITION_KEY].nunique()
     lines = [
         marker,
@@ -192,7 +197,13 @@ def write_report(store: Store, cfg: Config) -> str:
         ordered = sorted(timings.items(), key=lambda kv: STAGE_ORDER.index(kv[0])
                          if kv[0] in STAGE_ORDER else len(STAGE_ORDER))
         lines += [f"- {stage}: {t['seconds']:.1f} s" for stage, t in ordered]
-        lines += [f"- total: {sum(t['seconds'] for _, t in ordered):.1f} s"]
+        lines += [f"- total: {sum(t['seconds'] for _, t in ordered):.1f} s (each stage's last "
+                  "pass)"]
+        if store.exists(layout.HISTORY):  # a resumed training's last pass is only its tail
+            history = store.read_frame(layout.HISTORY)
+            if "seconds" in history:
+                lines += [f"- training of the regional LSTM over all passes: "
+                          f"{history['seconds'].sum():.0f} s in {len(history)} epochs"]
     for status in ("failed", "skipped"):
         part = not_done[not_done.status == status]
         if len(part):

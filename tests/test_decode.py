@@ -228,14 +228,16 @@ def test_models_are_kept_unless_told_not_to(run, tmp_path) -> None:
         pred["hybrid"].to_numpy(), rtol=1e-6)
 
 
-def test_fit_period_train_validation_fits_on_more_days(run, tmp_path) -> None:
+@pytest.mark.parametrize(("period", "splits"), [("train", ["train"]),
+                                                ("train_validation", ["train", "validation"])])
+def test_fit_period_decides_the_days_a_forest_sees(run, tmp_path, period, splits) -> None:
     store, cfg, split = run
     gauge = _one(split, "in")
-    both = cfg.replace(decoder={**cfg.to_dict()["decoder"], "fit_period": "train_validation"})
+    chosen = cfg.replace(decoder={**cfg.to_dict()["decoder"], "fit_period": period})
     out = _copy(store, gauge, tmp_path)
-    rows = pd.DataFrame(decode_one(_context(out, both, split), {}, gauge)["rows"])
+    rows = pd.DataFrame(decode_one(_context(out, chosen, split), {}, gauge)["rows"])
     encoded = out.read_frame(encoded_key(gauge))
-    fitted = encoded[encoded["split"].isin(["train", "validation"])]
+    fitted = encoded[encoded["split"].isin(splits)]
     assert (rows["n_train"] == int(np.isfinite(fitted["observed"]).sum())).all()
 
 
