@@ -13,7 +13,8 @@ measures the orchestration, not the science. Reported per N:
 
     python benchmarks/bench_scale.py --sizes 100 1000 10000
 
-A table is printed and ``benchmarks/results/scale.png`` (log-log) written.
+A table is printed and ``benchmarks/results/scale.png`` (log-log) written (``--tag`` names
+another pair of result files).
 """
 
 from __future__ import annotations
@@ -79,27 +80,36 @@ def config(n: int, endpoint: str, bucket: str):
 
 
 class Sampler(threading.Thread):
-    """Peak object store use of the cluster while the run goes on."""
+    """Peak object store use of the cluster while the run goes on.
 
-    def __init__(self) -> None:
+    Objects do not consume Ray's ``object_store_memory`` *resource*, so the bytes in use come
+    from the raylets' own store statistics (the numbers ``ray memory --stats-only`` prints),
+    through Ray's internal API; a sample that fails is skipped and counted.
+    """
+
+    def __init__(self, address: str) -> None:
         super().__init__(daemon=True)
+        self.address = address
         self.peak = 0.0
+        self.samples = 0
+        self.failed = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
-        import ray
+        from ray._private.internal_api import get_memory_info_reply, get_state_from_address
 
+        state = get_state_from_address(self.address)
         while not self.stop.is_set():
             try:
-                total = ray.cluster_resources().get("object_store_memory", 0)
-                free = ray.available_resources().get("object_store_memory", total)
-                self.peak = max(self.peak, total - free)
+                stats = get_memory_info_reply(state, timeout_seconds=5).store_stats
+                self.peak = max(self.peak, float(stats.object_store_bytes_used))
+                self.samples += 1
             except Exception:  # noqa: BLE001 - a sample lost while the cluster is busy
-                pass
+                self.failed += 1
             time.sleep(0.2)
 
 
-def measure(n: int, endpoint: str) -> dict:
+def measure(n: int, endpoint: str, address: str) -> dict:
     import s3fs
 
     from hybrid import pipeline
@@ -127,7 +137,7 @@ def measure(n: int, endpoint: str) -> dict:
         return result
 
     pipeline.stage_prepare = marked_prepare
-    sampler = Sampler()
+    sampler = Sampler(address)
     sampler.start()
     started, cpu0 = time.perf_counter(), _cpu()
     try:
@@ -150,6 +160,7 @@ def measure(n: int, endpoint: str) -> dict:
         "summary_seconds": summary_seconds[-1] if summary_seconds else float("nan"),
         "peak_driver_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_object_store_mb": sampler.peak / 2**20,
+        "object_store_samples": sampler.samples, "object_store_samples_failed": sampler.failed,
         "stages": {k: v["seconds"] for k, v in timings.items()},
     }
 
@@ -159,7 +170,7 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def plot(rows: list[dict]) -> str:
+def plot(rows: list[dict], tag: str = "") -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,7 +188,7 @@ def plot(rows: list[dict]) -> str:
            title="Orchestration cost vs catchments (local 3-node Ray, moto S3)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    out = RESULTS / "scale.png"
+    out = RESULTS / f"scale{tag}.png"
     fig.savefig(out, dpi=110, bbox_inches="tight")
     return str(out)
 
@@ -188,13 +199,14 @@ def one_size(args) -> None:
 
     os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = "k", "s"
     ray.init(address=args.address)
-    print("RESULT " + json.dumps(measure(args.one, args.endpoint)), flush=True)
+    print("RESULT " + json.dumps(measure(args.one, args.endpoint, args.address)), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--worker-nodes", type=int, default=2)
+    parser.add_argument("--tag", default="", help="suffix of the result files (scale<TAG>.json)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", help=argparse.SUPPRESS)
@@ -227,7 +239,7 @@ def main() -> None:
     finally:
         cluster.shutdown()
         moto.terminate()
-    (RESULTS / "scale.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / f"scale{args.tag}.json").write_text(json.dumps(rows, indent=1))
     print("catchments | wall s | driver CPU ms/catchment (after prepare) | prepare ms/catchment |"
           " summary s | peak driver RSS MB | peak object store MB")
     for r in rows:
@@ -235,7 +247,7 @@ def main() -> None:
               f"{r['driver_cpu_ms_per_catchment']:.2f} | "
               f"{r['prepare_driver_cpu_ms_per_catchment']:.2f} | {r['summary_seconds']:.2f} | "
               f"{r['peak_driver_rss_mb']:.0f} | {r['peak_object_store_mb']:.0f}")
-    print(f"plot: {plot(rows)}")
+    print(f"plot: {plot(rows, args.tag)}")
 
 
 if __name__ == "__main__":

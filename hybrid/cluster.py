@@ -14,6 +14,7 @@ line again, not a remote traceback.
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -279,6 +280,12 @@ class RayExecutor:
         yield from bounded(submit, items, limit)
 
 
+#: finished calls are looked for among the oldest this many in flight: a wait over every one
+#: of 10,000 queued calls per harvest made the driver's cost grow with the square of the queue
+#: (15 ms per catchment at 10,000, BENCHMARKS.md section 7); the oldest are the ones running
+WAIT_WINDOW = 512
+
+
 def bounded(submit: Callable[[str], ray.ObjectRef], items: list[str], limit: int
             ) -> Iterator[tuple[str, Any, BaseException | None]]:
     """Keep at most ``limit`` calls in flight; yield ``(item, result, error)`` as they finish."""
@@ -294,7 +301,7 @@ def bounded(submit: Callable[[str], ray.ObjectRef], items: list[str], limit: int
             return
         # take every finished call at once: one wait per batch, not per call, keeps the
         # driver's cost flat for 10,000 catchments in flight
-        refs = list(pending)
+        refs = list(itertools.islice(pending, WAIT_WINDOW))  # in submission order
         ready, _ = ray.wait(refs, num_returns=1)
         if len(refs) > 1:
             more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)

@@ -226,13 +226,14 @@ def stage_decode(cfg: Config, session: Session | None = None, rescore: bool = Fa
     decoded = run_stage(decode_stage(cfg, sha), context, gauges, session.executor)
     _timed(store, "decode", decoded)
     fresh = [g for g in decoded.ran if g in decoded.done]
+    fresh_set = set(fresh)
     # a baseline made in this command changes the scoring of catchments decoded earlier
     changed = [g for name, r in session.results.items() if name.startswith("baseline:")
-               for g in r.ran if g not in set(fresh)]
+               for g in r.ran if g not in fresh_set]
     scored = run_stage(score_stage(cfg, sha), context,
                        [g for g in gauges if g in decoded.done], session.executor,
                        known={g: v for g, v in decoded.records(layout.METRICS).items()
-                              if g in fresh},
+                              if g in fresh_set},
                        force=list(decoded.done) if rescore else changed)
     _timed(store, "score", scored)
     session.results.update(decode=decoded, score=scored)

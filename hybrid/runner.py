@@ -181,7 +181,8 @@ def run_stage(stage: CatchmentStage, context: Context, gauges: Iterable[str],
         verdict.done.pop(gauge_id)
         verdict.redo.setdefault(gauge_id, "its inputs changed")
         verdict.todo.append(gauge_id)
-    todo = [g for g in gauges if g in set(verdict.todo)]
+    wanted = set(verdict.todo)
+    todo = [g for g in gauges if g in wanted]
     verb = stage.verb or stage.name
     for gauge_id, reason in verdict.redo.items():
         log.info(f"{stage.name}: redoing catchment {gauge_id}: {reason}")

@@ -96,3 +96,20 @@ def test_remote_project_errors_come_back_as_themselves(ray_local, tiny_config, t
     with pytest.raises(ConfigError, match="^decoder.params: bad value for x$"):
         executor.call(lambda c: _raise_config_error(c, {}, "x"), context, "worker")
     executor.close()
+
+
+def test_results_come_back_when_more_are_queued_than_the_wait_window(ray_local, monkeypatch
+                                                                     ) -> None:
+    """The driver looks for finished calls among the oldest few only; every call still comes
+    back once, with its own result, however many are queued behind the window."""
+    import ray
+
+    from hybrid import cluster
+
+    monkeypatch.setattr(cluster, "WAIT_WINDOW", 3)
+    square = ray.remote(lambda x: int(x) ** 2)
+    items = [str(i) for i in range(25)]
+    got = {item: result for item, result, error in
+           cluster.bounded(lambda item: square.remote(item), items, limit=len(items))
+           if error is None}
+    assert got == {str(i): i * i for i in range(25)}
