@@ -123,7 +123,10 @@ TINY = {
     "test_start_date": "1999-01-01", "test_end_date": "1999-12-31",
     "seq_length": 60, "hidden_size": 8, "epochs": 2, "batch_size": 64, "num_threads": 1,
     "max_train_samples_per_epoch": 512, "max_validation_samples": 256,
-    "n_train_basins": 3, "decoder": {"name": "rf", "params": {"n_estimators": 10}},
+    # forests on the training period alone: the tests that break a catchment's training days
+    # mean the days the forest sees (test_decode covers both fit periods)
+    "n_train_basins": 3,
+    "decoder": {"name": "rf", "params": {"n_estimators": 10}, "fit_period": "train"},
     "resources": {"executor": "local"},
 }
 
@@ -216,7 +219,7 @@ class CaravanFiles:
             "seq_length": 30, "hidden_size": 4, "epochs": 1, "batch_size": 64,
             "max_train_samples_per_epoch": 256, "max_validation_samples": 128,
             "num_threads": 1, "n_train_basins": 1,
-            "decoder": {"name": "rf", "params": {"n_estimators": 5}},
+            "decoder": {"name": "rf", "params": {"n_estimators": 5}, "fit_period": "train"},
             "resources": {"executor": "local"},
         }
         data.update(changes)

@@ -118,8 +118,9 @@ def test_sampler_windows_are_views_not_copies() -> None:
     sampler = WindowSampler(cats, 365, 1, dt.date(2000, 1, 1), dt.date(2002, 1, 1))
     assert sampler.x.shape == (800, 2)  # O(T x D) for both catchments together
     last = int(np.flatnonzero(sampler.owners == 1)[-1])  # catchment b's last window
-    sampler.x[799, 0] = 12345.0
-    sampler.y[799] = -7.0
+    end = int(sampler.ends[last])  # the day that window ends on, in the concatenated series
+    sampler.x[end, 0] = 12345.0
+    sampler.y[end] = -7.0
     x_d, _, y = sampler.batch(np.array([last]))
     assert x_d[0, -1, 0] == 12345.0 and y[0, -1] == -7.0
 
