@@ -157,8 +157,9 @@ def write_report(store: Store, cfg: Config) -> str:
     if {"regional", "hybrid"} <= set(done.model):
         figures.append(f"![hybrid vs regional]({plot_scatter(done, store, cfg)})")
     hydro, picked = plot_hydrographs(done, store, cfg)
-    if store.exists(layout.HISTORY):
-        curve = plot_training(store.read_frame(layout.HISTORY), store, cfg.loss)
+    history = store.read_frame(layout.HISTORY) if store.exists(layout.HISTORY) else None
+    if history is not None:
+        curve = plot_training(history, store, cfg.loss)
         figures += ["", "Training of the regional LSTM (per epoch):", "",
                     f"![training curve]({curve})"]
     n_done = done[layout.PARTITION_KEY].nunique()
@@ -199,11 +200,10 @@ def write_report(store: Store, cfg: Config) -> str:
         lines += [f"- {stage}: {t['seconds']:.1f} s" for stage, t in ordered]
         lines += [f"- total: {sum(t['seconds'] for _, t in ordered):.1f} s (each stage's last "
                   "pass)"]
-        if store.exists(layout.HISTORY):  # a resumed training's last pass is only its tail
-            history = store.read_frame(layout.HISTORY)
-            if "seconds" in history:
-                lines += [f"- training of the regional LSTM over all passes: "
-                          f"{history['seconds'].sum():.0f} s in {len(history)} epochs"]
+        # a resumed training's last pass is only its tail
+        if history is not None and "seconds" in history:
+            lines += [f"- training of the regional LSTM over all passes: "
+                      f"{history['seconds'].sum():.0f} s in {len(history)} epochs"]
     for status in ("failed", "skipped"):
         part = not_done[not_done.status == status]
         if len(part):
