@@ -73,7 +73,7 @@ def caravan_gauges(caravan: Path, n: int | None = None, seed: int = 0) -> list[s
 def scratch_store(source, keys: list[str]):
     """A throw-away store holding copies of ``keys`` of ``source``: a benchmark that writes
     (encode, decode) must never touch the outputs of the run it measures."""
-    from hybrid.storage import open_store
+    from hybrid.store.storage import open_store
 
     scratch = open_store(tempfile.mkdtemp(prefix="hybrid-bench-"))
     for key in keys:
@@ -113,8 +113,8 @@ def model_arguments(parser) -> None:
 
 def open_finished_run(path: str):
     """(store, config) of a run folder made by ``hybrid run``, opened read-only."""
-    from hybrid.runs import load_run_config
-    from hybrid.storage import open_store
+    from hybrid.store.runs import load_run_config
+    from hybrid.store.storage import open_store
 
     store = open_store(path)
     return store, load_run_config(store)
@@ -127,11 +127,11 @@ def trained_run(args, folder: str | None = None):
     ``--catchments`` of the catchments its ``folder`` stage finished (default: prepared) are
     drawn by seed; nothing is written to that run.
     """
-    from hybrid import layout, partitions
-    from hybrid.checkpoints import load_trained
-    from hybrid.prepare import prepare
-    from hybrid.runs import open_run
-    from hybrid.training import train_regional
+    from hybrid.encoder.checkpoints import load_trained
+    from hybrid.encoder.trainer import train_regional
+    from hybrid.stages.prepare import prepare
+    from hybrid.store import layout, partitions
+    from hybrid.store.runs import open_run
 
     folder = folder or layout.CATCHMENTS
     if getattr(args, "run", None):

@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from _common import machine
 
-from hybrid.encoding import encode_catchment
-from hybrid.metrics import nse
-from hybrid.prepare import load_attributes, load_catchment
-from hybrid.runs import load_run_config
-from hybrid.storage import open_store
-from hybrid.summary import SUMMARY
-from hybrid.training import train_lstm
+from hybrid.encoder.features import encode_catchment
+from hybrid.encoder.trainer import train_lstm
+from hybrid.evaluation.metrics import nse
+from hybrid.evaluation.summary import SUMMARY
+from hybrid.stages.prepare import load_attributes, load_catchment
+from hybrid.store.runs import load_run_config
+from hybrid.store.storage import open_store
 
 
 def main() -> None:

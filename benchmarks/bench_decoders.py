@@ -5,12 +5,13 @@
 
 Reuses (or trains and encodes) the regional model of ``bench_encoder.py``, or takes a finished
 run's encoded catchments (``--run``), copies them to a scratch store (the run's own outputs stay
-untouched), then runs the pipeline's decode stage (``hybrid.decode.decode_stage``: fit, predict,
-keep the forest, score) over them three ways, in the same process:
+untouched), then runs the pipeline's decode stage (``hybrid.stages.decode.decode_stage``: fit,
+predict, keep the forest, score) over them three ways, in the same process:
 
 * ``SerialExecutor`` with ``resources.decoder_num_cpus`` 1 (the baseline: the forest's
   ``n_jobs=1``) and 2 (one forest threading over two cores);
-* ``hybrid.cluster.RayExecutor``: one Ray task per catchment, ``num_cpus=1``, bounded queue.
+* ``hybrid.execution.ray_executor.RayExecutor``: one Ray task per catchment, ``num_cpus=1``,
+  bounded queue.
 
 Only the executor differs, so the ratios are the cost or gain of the fan-out itself. Ray is
 started before the timing (a cluster outlives one stage), but its worker processes start with
@@ -30,11 +31,11 @@ import time
 import ray
 from _common import load, machine, model_arguments, runs, scratch_store, trained_run
 
-from hybrid import layout, partitions
-from hybrid.decode import decode_stage, decode_stamp
-from hybrid.encode import encode_stage
-from hybrid.runner import Context, SerialExecutor, run_stage
-from hybrid.score import score_stamp
+from hybrid.execution.runner import Context, SerialExecutor, run_stage
+from hybrid.stages.decode import decode_stage, decode_stamp
+from hybrid.stages.encode import encode_stage
+from hybrid.stages.score import score_stamp
+from hybrid.store import layout, partitions
 
 #: what a decode pass writes; cleared before every timed pass so none of them resumes
 OUTPUTS = (layout.PREDICTIONS, layout.METRICS, layout.DECODERS)
@@ -79,7 +80,7 @@ def measure(args, cfg, sha, scratch, gauges, in_training) -> None:
         results[f"serial, n_jobs={cpus}"] = timed_passes(
             args.repeats, scratch, with_cpus(cfg, cpus), sha, gauges, in_training,
             SerialExecutor())
-    from hybrid.cluster import RayExecutor
+    from hybrid.execution.ray_executor import RayExecutor
 
     ray_cfg, local = with_cpus(cfg, 1), None
     if args.nodes == 2:

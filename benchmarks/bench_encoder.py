@@ -8,9 +8,10 @@
 3. Encodes every catchment with both encoders, timing each (median of 3 runs on 5 catchments),
    and compares features (max |difference|) and the hybrid NSE each gives (RF per catchment,
    fitted on the training period, scored on the test period).
-4. Times the encode stage's own unit of work (``hybrid.encode.encode_one``: read the partition,
-   the configured encoder, the regional head on the test days, the Parquet write) on the same
-   5 catchments, against the bare encoder pass, in a scratch store (a ``--run`` stays as it was).
+4. Times the encode stage's own unit of work (``hybrid.stages.encode.encode_one``: read the
+   partition, the configured encoder, the regional head on the test days, the Parquet write) on
+   the same 5 catchments, against the bare encoder pass, in a scratch store (a ``--run`` stays
+   as it was).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ import numpy as np
 import torch
 from _common import load, machine, model_arguments, runs, scratch_store, timed, trained_run
 
-from hybrid import layout
-from hybrid.decode import fit_predict
-from hybrid.encode import encode_one, setup_encoder
-from hybrid.encoding import encode_exact, encode_streaming, encoded_days
-from hybrid.metrics import nse
-from hybrid.prepare import load_attributes, load_catchment
-from hybrid.runner import Context
-from hybrid.training import MaskedLoss, hparams
-from hybrid.windows import CatchmentArrays, WindowSampler
+from hybrid.data.windows import CatchmentArrays, WindowSampler
+from hybrid.encoder.features import encode_exact, encode_streaming, encoded_days
+from hybrid.encoder.trainer import MaskedLoss, hparams
+from hybrid.evaluation.metrics import nse
+from hybrid.execution.runner import Context
+from hybrid.stages.decode import fit_predict
+from hybrid.stages.encode import encode_one, setup_encoder
+from hybrid.stages.prepare import load_attributes, load_catchment
+from hybrid.store import layout
 
 
 def main() -> None:

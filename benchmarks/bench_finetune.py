@@ -25,8 +25,8 @@ from benchmarks._common import caravan_gauges, machine, require_caravan  # noqa:
 
 
 def scratch_config(base: str, gauges: list[str], store: str, overrides: dict):
-    from hybrid.base_run import read_base
     from hybrid.config import config_from_dict
+    from hybrid.encoder.base_run import read_base
 
     probe = config_from_dict({"run_id": "probe", "base_run": base})
     final, _ = read_base(probe)
@@ -56,15 +56,16 @@ def main() -> None:
     args = parser.parse_args()
     import json
 
-    from hybrid import layout
     from hybrid.pipeline import Session, stage_decode, stage_encode, stage_prepare, stage_pretrain
-    from hybrid.runs import read_timings
+    from hybrid.store import layout
+    from hybrid.store.runs import read_timings
 
     print(machine(), "| load average", os.getloadavg(), flush=True)
     if args.encode_on == "actor":
         import dataclasses
 
-        from hybrid import encode, pipeline
+        from hybrid import pipeline
+        from hybrid.stages import encode
 
         pipeline.encode_stage = lambda *a: dataclasses.replace(encode.encode_stage(*a),
                                                                role="encoder")

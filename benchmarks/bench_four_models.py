@@ -56,10 +56,10 @@ def main() -> None:
     parser.add_argument("--store", default=str(REPO / "runs" / "bench"))
     args = parser.parse_args()
     from benchmarks.bench_finetune import scratch_config
-    from hybrid import layout
-    from hybrid.base_run import read_base
+    from hybrid.encoder.base_run import read_base
     from hybrid.pipeline import stage_run
-    from hybrid.runs import read_timings, run_store
+    from hybrid.store import layout
+    from hybrid.store.runs import read_timings, run_store
 
     print(machine(), "| load average", os.getloadavg(), flush=True)
     gauges = stratified(args.catchments)

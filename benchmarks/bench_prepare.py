@@ -18,8 +18,8 @@ import pandas as pd
 from _common import caravan_gauges, load, machine, require_caravan, runs, timed
 
 from hybrid.config import config_from_dict
-from hybrid.prepare import prepare
-from hybrid.storage import open_store
+from hybrid.stages.prepare import prepare
+from hybrid.store.storage import open_store
 
 
 def main() -> None:

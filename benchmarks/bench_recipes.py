@@ -71,8 +71,8 @@ def recipe_config(name: str, minutes: float, store: str):
 def prepared(store_url: str):
     """The shared catchment store of the 421 catchments (prepared once)."""
     from hybrid.config import config_from_dict, load_config
-    from hybrid.prepare import prepare
-    from hybrid.runs import open_run
+    from hybrid.stages.prepare import prepare
+    from hybrid.store.runs import open_run
 
     base = load_config(REPO / "configs" / "caravan_camels_us.yml")
     # the longest window of any recipe decides the first day the store must hold
@@ -86,12 +86,12 @@ def prepared(store_url: str):
 
 
 def run_recipe(name: str, minutes: float, store_url: str) -> list[dict]:
-    from hybrid.training import Trainer, catchment_split
+    from hybrid.encoder.trainer import Trainer, catchment_split
 
     data_cfg, data = prepared(store_url)
     cfg = recipe_config(name, minutes, store_url)
     split = catchment_split(data, data_cfg)
-    from hybrid.storage import open_store
+    from hybrid.store.storage import open_store
 
     out = open_store(store_url).child("recipe-models", name)
     started = time.monotonic()

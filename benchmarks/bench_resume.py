@@ -2,7 +2,7 @@
 
 A folder of N catchment partitions (the size of a predictions partition: ten years of days, four
 columns) is written to a local folder and to a moto S3 server, with its manifest. Then
-``hybrid.partitions.verify`` decides what is done three ways:
+``hybrid.store.partitions.verify`` decides what is done three ways:
 
 * with the finished stage's manifest: one recursive listing compared with the recorded sizes;
 * without a manifest (an interrupted stage): the Parquet footer of every partition is read, in
@@ -27,8 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks._common import machine  # noqa: E402
-from hybrid import layout, partitions  # noqa: E402
-from hybrid.storage import Store  # noqa: E402
+from hybrid.store import layout, partitions  # noqa: E402
+from hybrid.store.storage import Store  # noqa: E402
 
 FOLDER = layout.PREDICTIONS
 STAMP = {"stage": "decode", "config": "bench", "model": "bench"}

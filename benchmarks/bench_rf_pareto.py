@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from _common import RESULTS, SHARED_DATA, load, machine, open_finished_run
 
-from hybrid import layout, partitions
+from hybrid.store import layout, partitions
 
 REFERENCE = SHARED_DATA / "reference_paper_camelsus_421.csv"
 #: a setting whose NSE changes by less than this against the baseline (paired median and mean,
@@ -136,9 +136,9 @@ def evaluate(url: str, options: dict, gauge_id: str, grid: list[tuple[int, dict]
     """Every setting on one catchment, in a worker process (one core)."""
     import joblib
 
-    from hybrid.decoders import make_decoder
-    from hybrid.metrics import nse
-    from hybrid.storage import open_store
+    from hybrid.decoder.regressors import make_decoder
+    from hybrid.evaluation.metrics import nse
+    from hybrid.store.storage import open_store
 
     store = open_store(url, options)
     table = partitions.read_partition(store, layout.ENCODED, gauge_id).to_pandas()

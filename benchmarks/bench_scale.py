@@ -147,7 +147,7 @@ def measure(n: int, endpoint: str, address: str) -> dict:
         pipeline.build_summary = real_build
         pipeline.stage_prepare = real_prepare
     finished, cpu1 = time.perf_counter(), _cpu()
-    from hybrid.runs import read_timings, run_store
+    from hybrid.store.runs import read_timings, run_store
 
     timings = read_timings(run_store(cfg))
     after_wall, after_cpu = marks["after_prepare"]

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "metrics":
-            from hybrid.metrics_cli import print_metrics
+            from hybrid.evaluation.file_metrics import print_metrics
 
             print_metrics(args.file, args.obs, args.sim)
             return EXIT_OK
@@ -123,13 +123,13 @@ def _run_stage(args: argparse.Namespace) -> int:
     from hybrid import pipeline
 
     if args.command == "export":
-        from hybrid.export import export_model
+        from hybrid.encoder.export import export_model
 
         command = f"hybrid run --config {args.config}"
         print(f"model: {export_model(cfg, os.path.abspath(args.out), command)}")
         return EXIT_OK
     if args.command == "check":
-        from hybrid.check import check
+        from hybrid.stages.check import check
 
         check(cfg)
         return EXIT_OK

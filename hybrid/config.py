@@ -20,7 +20,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from hybrid.errors import ConfigError
-from hybrid.layout import check_gauge_id
+from hybrid.store.layout import check_gauge_id
 
 ENCODERS = ("streaming", "exact")
 DEVICES = ("auto", "cpu", "cuda")
@@ -438,7 +438,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"resources.decoder_num_cpus: must be >= 1, got {res.decoder_num_cpus}")
     if res.encoder_num_gpus != "auto" and res.encoder_num_gpus < 0:
         raise ConfigError("resources.encoder_num_gpus: must be >= 0 or 'auto'")
-    from hybrid.decoders import check_decoder, decoder_names  # local: decoders import sklearn
+    from hybrid.decoder.regressors import (  # local: decoders import sklearn
+        check_decoder,
+        decoder_names,
+    )
 
     if cfg.decoder.name not in decoder_names():
         raise ConfigError(

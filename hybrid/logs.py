@@ -14,7 +14,7 @@ import logging
 import sys
 import threading
 
-from hybrid import layout
+from hybrid.store import layout
 
 LOGGER = "hybrid"
 

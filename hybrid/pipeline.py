@@ -1,7 +1,8 @@
 """The stages as the CLI and ``jobs/`` call them: config in, outputs in the run folder.
 
 Each ``stage_*`` opens the run (checking its recorded config), brings its own outputs up to date
-through ``hybrid.runner`` (so a rerun resumes and heals), and returns what the next stage needs.
+through ``hybrid.execution.runner`` (so a rerun resumes and heals), and returns what the next
+stage needs.
 ``stage_run`` is the stages in order. Where the work runs is the executor's business
 (``resources.executor``: Ray, or this process); this module never imports Ray.
 """
@@ -14,29 +15,36 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from hybrid import base_run, layout, partitions
-from hybrid.base_run import resolve as resolve_base_run
-from hybrid.baselines import catchment_wise_stage, finetune_stage
-from hybrid.checkpoints import load_trained
 from hybrid.config import Config
-from hybrid.decode import decode_stage, decode_stamp
-from hybrid.encode import encode_stage
+from hybrid.encoder import base_run
+from hybrid.encoder.base_run import resolve as resolve_base_run
+from hybrid.encoder.checkpoints import load_trained
+from hybrid.encoder.trainer import catchment_split, pick_device, train_regional
 from hybrid.errors import EXIT_FAILURES, EXIT_OK, ConfigError, StoreError
-from hybrid.logs import RUN_LOG_ONLY, attach_run_log, detach_run_logs, flush_run_logs, logger
-from hybrid.prepare import prepare, usable_catchments
-from hybrid.provenance import config_hash, sha256
-from hybrid.runner import (
+from hybrid.evaluation.summary import (
+    collect,
+    headline,
+    read_metric_rows,
+    status_rows,
+    write_summary,
+)
+from hybrid.execution.runner import (
     Context,
     Executor,
     SerialExecutor,
     StageResult,
     run_stage,
 )
-from hybrid.runs import open_run, read_timings, record_time, run_store
-from hybrid.score import enabled_baselines, score_stage, score_stamp
-from hybrid.storage import Store
-from hybrid.summary import collect, headline, read_metric_rows, status_rows, write_summary
-from hybrid.training import catchment_split, pick_device, train_regional
+from hybrid.logs import RUN_LOG_ONLY, attach_run_log, detach_run_logs, flush_run_logs, logger
+from hybrid.stages.baselines import catchment_wise_stage, finetune_stage
+from hybrid.stages.decode import decode_stage, decode_stamp
+from hybrid.stages.encode import encode_stage
+from hybrid.stages.prepare import prepare, usable_catchments
+from hybrid.stages.score import enabled_baselines, score_stage, score_stamp
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash, sha256
+from hybrid.store.runs import open_run, read_timings, record_time, run_store
+from hybrid.store.storage import Store
 
 log = logger()
 
@@ -97,7 +105,7 @@ class _Lazy:
 def executor_for(cfg: Config, store: Store) -> Executor:
     if cfg.resources.executor == "local":
         return SerialExecutor()
-    from hybrid.cluster import RayExecutor  # the only place Ray comes in
+    from hybrid.execution.ray_executor import RayExecutor  # the only place Ray comes in
 
     return RayExecutor(cfg, store)
 
@@ -295,7 +303,7 @@ def _from_manifest(store: Store, stage: str, folder: str) -> StageResult:
 
 
 def stage_report(cfg: Config, session: Session | None = None) -> str:
-    from hybrid.report import write_report
+    from hybrid.evaluation.report import write_report
 
     session = _session(cfg, session, write=False)
     return write_report(session.store, session.cfg)
@@ -303,9 +311,10 @@ def stage_report(cfg: Config, session: Session | None = None) -> str:
 
 def stage_predict(cfg: Config, start, end, data_dir: str | None = None,
                   session: Session | None = None) -> pd.DataFrame:
-    """Regional and hybrid predictions of a finished run for [start, end] (``hybrid.predict``);
+    """Regional and hybrid predictions of a finished run for [start, end]
+    (``hybrid.stages.predict``);
     returns the metrics of the catchments that have observations in the period."""
-    from hybrid import predict
+    from hybrid.stages import predict
 
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}")

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid import layout
-from hybrid.checkpoints import load_trained
+from hybrid.encoder.checkpoints import load_trained
 from hybrid.errors import ConfigError
 from hybrid.pipeline import stage_run
-from hybrid.prepare import load_catchment, prepare
-from hybrid.runs import open_run, run_store
+from hybrid.stages.prepare import load_catchment, prepare
+from hybrid.store import layout
+from hybrid.store.runs import open_run, run_store
 
 
 def _with(lines: list[str], day: str, column: int, value: str) -> list[str]:

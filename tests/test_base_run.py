@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid import layout, partitions
-from hybrid.base_run import BASE_RUN
+from hybrid.encoder.base_run import BASE_RUN
 from hybrid.errors import ConfigError, StoreError
 from hybrid.pipeline import Session, stage_predict, stage_run
-from hybrid.provenance import sha256
-from hybrid.runs import run_store
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import sha256
+from hybrid.store.runs import run_store
 
 SIX = {"n_catchments": 6, "seed": 1, "start_date": "1995-01-01", "end_date": "1999-12-31"}
 
@@ -95,7 +95,7 @@ def test_base_run_in_object_storage(base, tiny_config, s3_bucket, tmp_path) -> N
     """A base run in a bucket serves a run on another store."""
     _, base_store = base
     url, options = s3_bucket
-    from hybrid.storage import open_store
+    from hybrid.store.storage import open_store
 
     copy = open_store(url, options).child("base")
     for key in (layout.FINAL, layout.CONFIG):
@@ -142,12 +142,12 @@ def test_predicting_the_test_period_reproduces_the_run(base) -> None:
 
 def test_predicting_another_period_without_refitting(base, monkeypatch) -> None:
     cfg, store = base
-    import hybrid.decode
+    import hybrid.stages.decode
 
     def refuse(*args, **kwargs):
         raise AssertionError("a forest was refitted")
 
-    monkeypatch.setattr(hybrid.decode, "fit_predict", refuse)
+    monkeypatch.setattr(hybrid.stages.decode, "fit_predict", refuse)
     start, end = pd.Timestamp("1997-01-01").date(), pd.Timestamp("1997-12-31").date()
     summary = stage_predict(cfg, start, end)
     folder = f"{layout.PREDICT}/{start}_{end}/{layout.PREDICTIONS}"
@@ -192,7 +192,7 @@ def test_export_writes_a_model_folder_a_run_can_reuse(base, tiny_config, tmp_pat
 
     import torch
 
-    from hybrid.export import export_model
+    from hybrid.encoder.export import export_model
 
     cfg, store = base
     folder = tmp_path / "models" / "tiny"

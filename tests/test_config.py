@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybrid import layout
 from hybrid.config import Config, config_from_dict, load_config, selected_basins
 from hybrid.errors import ConfigError, StoreError
-from hybrid.prepare import dataset_for
-from hybrid.provenance import config_hash
-from hybrid.runs import load_run_config, open_run, run_store
+from hybrid.stages.prepare import dataset_for
+from hybrid.store import layout
+from hybrid.store.provenance import config_hash
+from hybrid.store.runs import load_run_config, open_run, run_store
 
 CONFIG_KEY = layout.CONFIG
 
@@ -373,7 +373,7 @@ def test_overlapping_periods_are_refused_unless_allowed(tmp_path: Path, periods:
 
 def test_provenance_recorded_and_ignored_on_load(tmp_path: Path, tiny_config) -> None:
     import hybrid
-    from hybrid.provenance import git_commit
+    from hybrid.store.provenance import git_commit
 
     cfg = tiny_config(str(tmp_path / "store"))
     store = open_run(cfg)
@@ -387,7 +387,7 @@ def test_provenance_recorded_and_ignored_on_load(tmp_path: Path, tiny_config) ->
 
 def test_missing_config_yml_still_refuses_another_model(tmp_path: Path, tiny_config) -> None:
     """The stage manifests record the config hash: losing config.yml opens no hole."""
-    from hybrid.partitions import write_manifest
+    from hybrid.store.partitions import write_manifest
 
     cfg = tiny_config(str(tmp_path / "store"))
     store = open_run(cfg)
@@ -403,7 +403,7 @@ def test_missing_config_yml_still_refuses_another_model(tmp_path: Path, tiny_con
 
 def test_damaged_config_yml_is_checked_against_the_manifests(tmp_path: Path, tiny_config,
                                                               capsys) -> None:
-    from hybrid.partitions import write_manifest
+    from hybrid.store.partitions import write_manifest
 
     cfg = tiny_config(str(tmp_path / "store"))
     store = open_run(cfg)

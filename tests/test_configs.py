@@ -30,7 +30,7 @@ def test_config_loads_from_any_working_directory(path: Path, tmp_path, monkeypat
 @pytest.mark.parametrize("name", ["caravan_camels_us.yml", "camels_us_ncar.yml",
                                   "finetune_caravan.yml"])
 def test_config_passes_check_on_the_shared_data(name: str, shared_data, tmp_path) -> None:
-    from hybrid.check import check
+    from hybrid.stages.check import check
 
     path = next(p for p in CONFIGS if p.name == name)
     cfg = load_config(path, {"store": str(tmp_path / "store")})

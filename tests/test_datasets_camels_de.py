@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid.datasets import get_dataset
-from hybrid.datasets.camels_de import CamelsDEDataset
+from hybrid.data.datasets import get_dataset
+from hybrid.data.datasets.camels_de import CamelsDEDataset
 from hybrid.errors import DataError
 
 COLUMNS = [

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid.datasets import get_dataset
-from hybrid.datasets.camels_us import CamelsUSDataset
-from hybrid.datasets.caravan import CaravanDataset
+from hybrid.data.datasets import get_dataset
+from hybrid.data.datasets.camels_us import CamelsUSDataset
+from hybrid.data.datasets.caravan import CaravanDataset
 from hybrid.errors import ConfigError, DataError
 
 CARAVAN_VARS = [

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid.datasets import get_dataset
-from hybrid.datasets.synthetic import (
+from hybrid.data.datasets import get_dataset
+from hybrid.data.datasets.synthetic import (
     ATTRIBUTES,
     VARIABLES,
     SyntheticDataset,

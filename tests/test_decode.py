@@ -1,9 +1,10 @@
-"""Per-catchment decoders (hybrid.decoders), the decode unit (hybrid.decode) and scoring
-(hybrid.score), without Ray.
+"""Per-catchment decoders (hybrid.decoder.regressors), the decode unit (hybrid.stages.decode)
+and scoring
+(hybrid.stages.score), without Ray.
 
 A tiny synthetic run is prepared, pre-trained and encoded once for the module; every test decodes
 from its encoded partitions into a scratch copy. Expected metrics are recomputed from the written
-predictions files with ``hybrid.metrics``, never taken from the code under test.
+predictions files with ``hybrid.evaluation.metrics``, never taken from the code under test.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid import layout, partitions
-from hybrid.decode import decode_catchment, decode_one, decode_stamp
-from hybrid.decoders import check_decoder, decoder_names, make_decoder
-from hybrid.encode import encode_stage
+from hybrid.decoder.regressors import check_decoder, decoder_names, make_decoder
+from hybrid.encoder.trainer import catchment_split, train_regional
 from hybrid.errors import ConfigError, SkipCatchment
-from hybrid.metrics import METRICS as METRIC_FUNCTIONS
-from hybrid.metrics import kge_2012, nse
+from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
+from hybrid.evaluation.metrics import kge_2012, nse
+from hybrid.execution.runner import Context, SerialExecutor, run_stage
 from hybrid.pipeline import model_sha
-from hybrid.prepare import prepare
-from hybrid.runner import Context, SerialExecutor, run_stage
-from hybrid.runs import open_run
-from hybrid.score import score_one, score_stamp
-from hybrid.storage import Store
-from hybrid.training import catchment_split, train_regional
+from hybrid.stages.decode import decode_catchment, decode_one, decode_stamp
+from hybrid.stages.encode import encode_stage
+from hybrid.stages.prepare import prepare
+from hybrid.stages.score import score_one, score_stamp
+from hybrid.store import layout, partitions
+from hybrid.store.runs import open_run
+from hybrid.store.storage import Store
 
 HIDDEN = 8
 SMALL = {"rf": {"n_estimators": 10}, "extra_trees": {"n_estimators": 10},

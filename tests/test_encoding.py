@@ -1,4 +1,4 @@
-"""The encoders (hybrid.encoding) and the per-catchment unit of work (hybrid.encode).
+"""The encoders (hybrid.encoder.features) and the per-catchment unit of work (hybrid.stages.encode).
 
 A tiny synthetic run is trained once for the module; every expected feature vector is computed
 by hand from the catchment's table and the model's own ``encode``, never through the encoders'
@@ -16,18 +16,18 @@ import pyarrow as pa
 import pytest
 import torch
 
-from hybrid import checkpoints as ckpt
-from hybrid import layout, partitions
-from hybrid.encode import encode_one, encode_stage, setup_encoder
-from hybrid.encoding import encode_catchment, encode_exact, encode_streaming, encoded_days
+from hybrid.data.windows import CatchmentArrays
+from hybrid.encoder import checkpoints as ckpt
+from hybrid.encoder.features import encode_catchment, encode_exact, encode_streaming, encoded_days
+from hybrid.encoder.trainer import train_regional
 from hybrid.errors import ConfigError, SkipCatchment, StoreError
-from hybrid.layout import feature_columns
-from hybrid.prepare import load_attributes, load_catchment, prepare
-from hybrid.runner import Context, SerialExecutor, run_stage
-from hybrid.runs import open_run
-from hybrid.storage import Store
-from hybrid.training import train_regional
-from hybrid.windows import CatchmentArrays
+from hybrid.execution.runner import Context, SerialExecutor, run_stage
+from hybrid.stages.encode import encode_one, encode_stage, setup_encoder
+from hybrid.stages.prepare import load_attributes, load_catchment, prepare
+from hybrid.store import layout, partitions
+from hybrid.store.layout import feature_columns
+from hybrid.store.runs import open_run
+from hybrid.store.storage import Store
 
 GAUGE = "synthetic_001"
 SEQ = 60
@@ -267,7 +267,7 @@ def test_mismatched_input_features_are_refused(run) -> None:
 def test_regional_head_reads_blocks_the_way_a_sequence_model_was_trained(run) -> None:
     """With predict_last_n = n the regional prediction of a day comes from the window ending at
     its block's last day; with n = 1 it is the head on the exact state of the day's own window."""
-    from hybrid.encoding import regional_head
+    from hybrid.encoder.features import regional_head
 
     store, cfg, trained = run
     frame, static, arrays = _arrays(store, trained)

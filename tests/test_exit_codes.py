@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybrid import layout
 from hybrid.cli import main
-from hybrid.runs import run_store
+from hybrid.store import layout
+from hybrid.store.runs import run_store
 
 
 def _yaml(path: Path, cfg, **changes) -> Path:
@@ -186,7 +186,7 @@ def test_a_finished_run_in_a_read_only_store_can_be_reported(tmp_path, tiny_conf
                                                              monkeypatch) -> None:
     """Reading a finished run writes nothing: not config.yml, not a manifest, not run.log."""
     from hybrid.errors import StoreError
-    from hybrid.storage import Store
+    from hybrid.store.storage import Store
 
     cfg = tiny_config(str(tmp_path / "store"), epochs=1)
     path = _yaml(tmp_path / "run.yml", cfg)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hybrid import layout, partitions
 from hybrid.cli import main
 from hybrid.errors import StoreError
 from hybrid.pipeline import stage_run
-from hybrid.runs import run_store
+from hybrid.store import layout, partitions
+from hybrid.store.runs import run_store
 
 VICTIM = "synthetic_001"
 #: folder -> the stage that rebuilds it, as named in the log
@@ -169,8 +169,8 @@ def test_a_partition_from_another_config_is_refused(copy, tiny_config) -> None:
 
 def test_data_dir_cannot_change_while_prepare_is_unfinished(caravan_files, tmp_path) -> None:
     from hybrid.errors import ConfigError
-    from hybrid.prepare import prepare
-    from hybrid.runs import open_run
+    from hybrid.stages.prepare import prepare
+    from hybrid.store.runs import open_run
 
     caravan_files.write({"x_1": caravan_files.lines(), "x_2": caravan_files.lines()})
     other = tmp_path / "other"

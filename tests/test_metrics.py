@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from hybrid import metrics as m
+from hybrid.evaluation import metrics as m
 
 hydroeval = pytest.importorskip("hydroeval")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hybrid.model import RegionalLSTM
+from hybrid.encoder.model import RegionalLSTM
 
 
 def _model(**kwargs) -> RegionalLSTM:

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from hybrid import layout
 from hybrid.config import config_from_dict
 from hybrid.pipeline import stage_run
-from hybrid.runs import run_store
+from hybrid.store import layout
+from hybrid.store.runs import run_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 

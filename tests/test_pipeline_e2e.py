@@ -15,11 +15,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from hybrid import layout, partitions
-from hybrid.metrics import nse
+from hybrid.evaluation.metrics import nse
 from hybrid.pipeline import Session, stage_decode, stage_report, stage_run
-from hybrid.runs import read_timings, run_store
-from hybrid.storage import Store
+from hybrid.store import layout, partitions
+from hybrid.store.runs import read_timings, run_store
+from hybrid.store.storage import Store
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid import cluster as hybrid_cluster
+from hybrid.execution import ray_executor as hybrid_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 

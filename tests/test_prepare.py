@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
-from hybrid import layout, partitions
 from hybrid.config import config_from_dict, load_config
 from hybrid.errors import ConfigError, DataError
-from hybrid.prepare import dataset_for, load_attributes, load_catchment, prepare
-from hybrid.runs import open_run
-from hybrid.storage import Store, open_store
+from hybrid.stages.prepare import dataset_for, load_attributes, load_catchment, prepare
+from hybrid.store import layout, partitions
+from hybrid.store.runs import open_run
+from hybrid.store.storage import Store, open_store
 
 INPUTS = ["total_precipitation_sum", "temperature_2m_mean", "potential_evaporation_sum"]
 MANIFEST = layout.manifest_key(layout.CATCHMENTS)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from hybrid import cluster, layout, partitions
-from hybrid.encode import encode_one, setup_encoder
 from hybrid.errors import ConfigError, SkipCatchment
+from hybrid.execution import ray_executor as cluster
+from hybrid.execution.runner import Context
 from hybrid.pipeline import Session, stage_encode, stage_prepare, stage_pretrain
-from hybrid.runner import Context
-from hybrid.runs import read_timings, run_store
+from hybrid.stages.encode import encode_one, setup_encoder
+from hybrid.store import layout, partitions
+from hybrid.store.runs import read_timings, run_store
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +105,7 @@ def test_results_come_back_when_more_are_queued_than_the_wait_window(ray_local, 
     back once, with its own result, however many are queued behind the window."""
     import ray
 
-    from hybrid import cluster
+    from hybrid.execution import ray_executor as cluster
 
     monkeypatch.setattr(cluster, "WAIT_WINDOW", 3)
     square = ray.remote(lambda x: int(x) ** 2)

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from hybrid import layout
 from hybrid.config import load_config
 from hybrid.errors import ConfigError
 from hybrid.pipeline import stage_run
-from hybrid.runs import run_store
+from hybrid.store import layout
+from hybrid.store.runs import run_store
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "camels-us-s2s-h128"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hybrid.errors import StoreError
-from hybrid.storage import Store, open_store
+from hybrid.store.storage import Store, open_store
 
 
 def test_roundtrip(any_store) -> None:
@@ -103,7 +103,7 @@ def test_local_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_sizes_and_present_partitions(any_store) -> None:
-    from hybrid.partitions import present_partitions
+    from hybrid.store.partitions import present_partitions
 
     url, options = any_store
     store = open_store(url, options)

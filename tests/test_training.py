@@ -1,4 +1,4 @@
-"""Pre-training of the regional LSTM (hybrid.training) and its checkpoints.
+"""Pre-training of the regional LSTM (hybrid.encoder.trainer) and its checkpoints.
 
 The learning test runs on four real Caravan catchments; everything about checkpoints, resuming
 and reproducibility runs on the tiny synthetic dataset, whose runs take a fraction of a second.
@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 import torch
 
-import hybrid.training as training
-from hybrid import checkpoints as ckpt
-from hybrid import layout
-from hybrid.prepare import load_attributes, load_catchment, prepare
-from hybrid.runs import open_run
-from hybrid.storage import Store
-from hybrid.training import Trainer, split_catchments, train_regional
-from hybrid.windows import CatchmentArrays, Scaler, WindowSampler
+import hybrid.encoder.trainer as training
+from hybrid.data.windows import CatchmentArrays, Scaler, WindowSampler
+from hybrid.encoder import checkpoints as ckpt
+from hybrid.encoder.trainer import Trainer, split_catchments, train_regional
+from hybrid.stages.prepare import load_attributes, load_catchment, prepare
+from hybrid.store import layout
+from hybrid.store.runs import open_run
+from hybrid.store.storage import Store
 
 REAL_GAUGES = ["camels_01022500", "camels_01031500", "camels_01047000", "camels_01052500"]
 
@@ -324,7 +324,7 @@ def test_one_masked_loss_for_training_and_validation() -> None:
 
 
 def test_nse_loss_weighs_each_catchment_by_its_spread() -> None:
-    from hybrid.training import MaskedLoss
+    from hybrid.encoder.trainer import MaskedLoss
 
     weights = np.array([1.0, 4.0])
     loss = MaskedLoss(weights)
@@ -336,7 +336,7 @@ def test_nse_loss_weighs_each_catchment_by_its_spread() -> None:
 
 
 def test_nse_weights_follow_the_training_spread(tiny) -> None:
-    from hybrid.training import nse_weights
+    from hybrid.encoder.trainer import nse_weights
 
     y_flat = np.zeros(10, np.float32)
     y_wide = np.linspace(-2, 2, 10).astype(np.float32)

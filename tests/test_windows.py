@@ -1,4 +1,4 @@
-"""Sample windows and normalisation (hybrid.windows) on hand-made arrays.
+"""Sample windows and normalisation (hybrid.data.windows) on hand-made arrays.
 
 Every expectation is computed independently of the code under test: windows are sliced by hand
 from the concatenated series, validity is counted day by day, and statistics come from numpy on
@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybrid.errors import StoreError
-from hybrid.windows import (
+from hybrid.data.windows import (
     CatchmentArrays,
     Scaler,
     WindowSampler,
     valid_targets,
     valid_window_ends,
 )
+from hybrid.errors import StoreError
 
 INPUTS = ["p", "t"]
 

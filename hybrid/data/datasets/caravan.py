@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from hybrid.datasets import register_dataset
-from hybrid.datasets._csv import (
+from hybrid.data.datasets import register_dataset
+from hybrid.data.datasets._csv import (
     one_line,
     read_attribute_tables,
     read_daily_csv,
@@ -21,7 +21,7 @@ from hybrid.datasets._csv import (
     require_dir,
     select_gauges,
 )
-from hybrid.datasets.base import Dataset
+from hybrid.data.datasets.base import Dataset
 from hybrid.errors import DataError
 
 

@@ -5,10 +5,10 @@ A stage that works catchment by catchment is a ``CatchmentStage``: a plain funct
 wrote, an optional ``setup(context)`` that builds per-worker state once (a loaded model), and
 the folder whose partitions say a catchment is done. ``run_stage`` then
 
-1. checks the folder (``hybrid.partitions.verify``): intact partitions are kept, damaged or
+1. checks the folder (``hybrid.store.partitions.verify``): intact partitions are kept, damaged or
    missing ones are redone with one log line each;
 2. hands the rest to an *executor*: ``SerialExecutor`` and ``ThreadExecutor`` here, the Ray
-   executor in ``hybrid.cluster`` (the only module that imports Ray);
+   executor in ``hybrid.execution.ray_executor`` (the only module that imports Ray);
 3. applies one failure policy: a catchment that raises is recorded with its one-line error
    (``SkipCatchment`` as skipped), never dropped; a damaged input partition is deleted so the
    next run rebuilds it; errors about the config or the store itself stop the stage;
@@ -26,12 +26,12 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from hybrid import partitions
 from hybrid.config import Config, config_from_dict
 from hybrid.errors import ConfigError, CorruptPartition, SkipCatchment, StoreError
 from hybrid.logs import flush_run_logs, logger
 from hybrid.progress import Progress
-from hybrid.storage import Store
+from hybrid.store import partitions
+from hybrid.store.storage import Store
 
 log = logger()
 

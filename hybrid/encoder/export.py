@@ -15,13 +15,13 @@ import platform
 import pandas as pd
 import yaml
 
-from hybrid import layout
-from hybrid.checkpoints import load_object
 from hybrid.config import Config
+from hybrid.encoder.checkpoints import load_object
 from hybrid.errors import StoreError
-from hybrid.provenance import provenance, sha256
-from hybrid.runs import read_timings, run_store, without_secrets
-from hybrid.storage import Store, open_store
+from hybrid.store import layout
+from hybrid.store.provenance import provenance, sha256
+from hybrid.store.runs import read_timings, run_store, without_secrets
+from hybrid.store.storage import Store, open_store
 
 #: keys of the run's config that describe where it ran, not the model: left out of the card's
 #: config so a reuser's own store and data folder are not overridden by ours

@@ -1,6 +1,6 @@
 """Stage 1: turn any dataset into the canonical catchment store.
 
-Every later stage reads only this layout, never a dataset's own files (``hybrid.layout``)::
+Every later stage reads only this layout, never a dataset's own files (``hybrid.store.layout``)::
 
     <run>/catchments/gauge_id=<id>/part-0.parquet   date, dynamic inputs, target (float32)
     <run>/catchments/_manifest.json                 written last: written, skipped, failed
@@ -24,14 +24,14 @@ import os
 import numpy as np
 import pandas as pd
 
-from hybrid import layout, partitions
 from hybrid.config import Config, selected_basins
-from hybrid.datasets import Dataset, get_dataset
+from hybrid.data.datasets import Dataset, get_dataset
 from hybrid.errors import ConfigError, DataError, SkipCatchment
+from hybrid.execution.runner import CatchmentStage, Context, StageResult, ThreadExecutor, run_stage
 from hybrid.logs import logger
-from hybrid.provenance import config_hash
-from hybrid.runner import CatchmentStage, Context, StageResult, ThreadExecutor, run_stage
-from hybrid.storage import Store, table_bytes
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash
+from hybrid.store.storage import Store, table_bytes
 
 log = logger()
 

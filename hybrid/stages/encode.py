@@ -1,7 +1,7 @@
 """Stage 3, encode: every catchment's days as the trained LSTM's hidden states, to Parquet.
 
 The unit of work is one catchment: read its canonical partition, run the encoder
-(``hybrid.encoding``), write ``encoded/gauge_id=<id>/part-0.parquet``. Each worker loads the
+(``hybrid.encoder.features``), write ``encoded/gauge_id=<id>/part-0.parquet``. Each worker loads the
 model once (``setup``), so on Ray it is an actor (on the GPU node when there is one) and locally
 a plain loop. Partitions carry the checkpoint's sha256: features from another model are never
 mistaken for this one's.
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import time
 
-from hybrid import layout, partitions
-from hybrid.checkpoints import TrainedModel, load_trained
 from hybrid.config import Config
-from hybrid.encoding import encode_catchment
-from hybrid.prepare import load_attributes, load_catchment
-from hybrid.provenance import config_hash
-from hybrid.runner import CatchmentStage, Context
-from hybrid.training import pick_device
+from hybrid.encoder.checkpoints import TrainedModel, load_trained
+from hybrid.encoder.features import encode_catchment
+from hybrid.encoder.trainer import pick_device
+from hybrid.execution.runner import CatchmentStage, Context
+from hybrid.stages.prepare import load_attributes, load_catchment
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash
 
 
 def encode_stamp(cfg: Config, model_sha: str) -> dict[str, str]:

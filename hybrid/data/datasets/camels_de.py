@@ -10,15 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from hybrid.datasets import register_dataset
-from hybrid.datasets._csv import (
+from hybrid.data.datasets import register_dataset
+from hybrid.data.datasets._csv import (
     read_attribute_tables,
     read_daily_csv,
     reject_options,
     require_dir,
     select_gauges,
 )
-from hybrid.datasets.base import Dataset
+from hybrid.data.datasets.base import Dataset
 from hybrid.errors import DataError
 
 _PREFIX = "CAMELS_DE_hydromet_timeseries_"

@@ -17,10 +17,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from hybrid import layout, partitions
-from hybrid.metrics import METRICS as METRIC_FUNCTIONS
-from hybrid.provenance import provenance
-from hybrid.storage import Store, table_bytes
+from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import provenance
+from hybrid.store.storage import Store, table_bytes
 
 HEADLINE = ("nse", "kge_2012", "kge_2009")
 AGGREGATE_COLUMNS = ["model", "group", "metric", "n", "median", "mean", "q25", "q75"]

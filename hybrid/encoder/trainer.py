@@ -25,18 +25,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hybrid import checkpoints as ckpt
-from hybrid import layout
 from hybrid.config import Config
+from hybrid.data.windows import CatchmentArrays, Scaler, WindowSampler
+from hybrid.encoder import checkpoints as ckpt
+from hybrid.encoder.model import RegionalLSTM
 from hybrid.errors import ConfigError, HybridError, StoreError
+from hybrid.evaluation.metrics import nse
 from hybrid.logs import logger
-from hybrid.metrics import nse
-from hybrid.model import RegionalLSTM
-from hybrid.prepare import load_attributes, load_catchment, usable_catchments
 from hybrid.progress import Progress
-from hybrid.runs import without_secrets
-from hybrid.storage import Store
-from hybrid.windows import CatchmentArrays, Scaler, WindowSampler
+from hybrid.stages.prepare import load_attributes, load_catchment, usable_catchments
+from hybrid.store import layout
+from hybrid.store.runs import without_secrets
+from hybrid.store.storage import Store
 
 log = logger()
 
@@ -121,7 +121,7 @@ MaskedMSE = MaskedLoss
 
 def nse_weights(arrays: list[CatchmentArrays], start, end) -> np.ndarray:
     """1 / (std + 0.1)^2 of each catchment's standardised target over [start, end]."""
-    from hybrid.windows import period_mask
+    from hybrid.data.windows import period_mask
 
     stds = []
     for c in arrays:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybrid.datasets import register_dataset
-from hybrid.datasets._csv import (
+from hybrid.data.datasets import register_dataset
+from hybrid.data.datasets._csv import (
     WHITESPACE,
     Table,
     daily_index,
@@ -25,7 +25,7 @@ from hybrid.datasets._csv import (
     require_dir,
     select_gauges,
 )
-from hybrid.datasets.base import Dataset
+from hybrid.data.datasets.base import Dataset
 from hybrid.errors import ConfigError, DataError
 
 FORCINGS = ("daymet", "maurer", "maurer_extended", "nldas")

@@ -4,7 +4,7 @@ with the regional scaler, keeping its best epoch on the catchment's validation p
 "epoch 0" is the regional model unchanged).
 
 Both are the cost the hybrid is meant to avoid, so they are optional. Each is one unit of work
-per catchment on the same CPU nodes as the decoders, reusing ``hybrid.training.Trainer`` (no
+per catchment on the same CPU nodes as the decoders, reusing ``hybrid.encoder.trainer.Trainer`` (no
 second training loop), and writes its test-period predictions to
 ``baselines/<model>/predictions/gauge_id=<id>/part-0.parquet``, which scoring joins.
 """
@@ -16,14 +16,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from hybrid import layout, partitions
-from hybrid.checkpoints import load_trained
 from hybrid.config import Config
-from hybrid.encoding import encode_catchment
-from hybrid.prepare import load_attributes, load_catchment
-from hybrid.provenance import config_hash
-from hybrid.runner import CatchmentStage, Context
-from hybrid.training import Trainer
+from hybrid.encoder.checkpoints import load_trained
+from hybrid.encoder.features import encode_catchment
+from hybrid.encoder.trainer import Trainer
+from hybrid.execution.runner import CatchmentStage, Context
+from hybrid.stages.prepare import load_attributes, load_catchment
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash
 
 MODEL = "catchment_wise"
 FINETUNED = "finetuned"

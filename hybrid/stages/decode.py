@@ -3,8 +3,8 @@
 A plain function of (context, catchment) that reads only that catchment's encoded partition, so
 it runs the same in a test, in a serial loop, or as a Ray task on a remote node. Its output,
 ``predictions/gauge_id=<id>/part-0.parquet`` (date, observed, regional, hybrid over the test
-period; ``hybrid.layout``), marks the catchment as decoded. Scoring those predictions is a
-separate step (``hybrid.score``) that the pipeline runs in the same task, so adding a metric
+period; ``hybrid.store.layout``), marks the catchment as decoded. Scoring those predictions is a
+separate step (``hybrid.stages.score``) that the pipeline runs in the same task, so adding a metric
 re-scores from the predictions without refitting a single forest.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybrid import layout, partitions
 from hybrid.config import Config
-from hybrid.decoders import make_decoder
+from hybrid.decoder.regressors import make_decoder
 from hybrid.errors import SkipCatchment
-from hybrid.provenance import config_hash
-from hybrid.runner import CatchmentStage, Context
-from hybrid.score import score_one
+from hybrid.execution.runner import CatchmentStage, Context
+from hybrid.stages.score import score_one
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash
 
 
 def decode_stamp(cfg: Config, model_sha: str) -> dict[str, str]:

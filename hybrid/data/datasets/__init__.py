@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hybrid.datasets.base import Dataset
+from hybrid.data.datasets.base import Dataset
 from hybrid.errors import ConfigError
 
 _REGISTRY: dict[str, type[Dataset]] = {}
@@ -43,7 +43,7 @@ def get_dataset(name: str, data_dir: str | None = None, **options: Any) -> Datas
 
 def _load_builtin() -> None:
     # Imported lazily so that importing the registry never pays for every loader.
-    from hybrid.datasets import camels_de, camels_us, caravan, synthetic  # noqa: F401
+    from hybrid.data.datasets import camels_de, camels_us, caravan, synthetic  # noqa: F401
 
 
 __all__ = ["Dataset", "register_dataset", "get_dataset", "dataset_names"]

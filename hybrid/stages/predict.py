@@ -8,7 +8,7 @@ beyond them (new years of forcings) re-reads the dataset, starting where the run
 so the streaming state is the same. Observed streamflow is optional: a catchment without any in
 the period gets predictions and no metrics.
 
-Outputs, under ``predict/<start>_<end>/`` (``hybrid.layout``): ``inputs/`` (only when the
+Outputs, under ``predict/<start>_<end>/`` (``hybrid.store.layout``): ``inputs/`` (only when the
 dataset was re-read), ``predictions/gauge_id=<id>/part-0.parquet`` (date, observed, regional,
 hybrid) and ``summary.parquet`` (metrics of the catchments with observations).
 """
@@ -23,17 +23,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hybrid import layout, partitions
 from hybrid.config import Config
-from hybrid.encoding import encode_streaming, regional_head
+from hybrid.data.windows import CatchmentArrays, period_mask, valid_window_ends
+from hybrid.encoder.features import encode_streaming, regional_head
 from hybrid.errors import ConfigError, SkipCatchment, StoreError
+from hybrid.evaluation.metrics import compute_all
+from hybrid.execution.runner import CatchmentStage, Context, StageResult, ThreadExecutor, run_stage
 from hybrid.logs import logger
-from hybrid.metrics import compute_all
-from hybrid.prepare import clean_values, dataset_for, load_catchment, window_start
-from hybrid.provenance import config_hash
-from hybrid.runner import CatchmentStage, Context, StageResult, ThreadExecutor, run_stage
-from hybrid.storage import Store
-from hybrid.windows import CatchmentArrays, period_mask, valid_window_ends
+from hybrid.stages.prepare import clean_values, dataset_for, load_catchment, window_start
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash
+from hybrid.store.storage import Store
 
 log = logger()
 
@@ -95,7 +95,7 @@ def predict_one(context: Context, state: dict, gauge_id: str) -> dict:
 
 
 def _setup(context: Context) -> dict:
-    from hybrid.encode import setup_encoder
+    from hybrid.stages.encode import setup_encoder
 
     return setup_encoder(context)
 
@@ -120,7 +120,7 @@ def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end
         return {"records": {folder: partitions.write_partition(
             store, folder, gauge_id, pa.Table.from_pandas(frame.reset_index()), stamp)}}
 
-    from hybrid.runner import CatchmentStage as Stage
+    from hybrid.execution.runner import CatchmentStage as Stage
 
     stage = Stage("predict-inputs", folder, one, stamp, setup=lambda c: {"dataset":
                                                                           dataset_for(cfg)},

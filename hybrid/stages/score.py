@@ -1,8 +1,9 @@
 """Stage 5, score: predictions -> one metrics row per catchment and model.
 
 Reads ``predictions/`` (regional and hybrid) and any baseline's predictions of the catchment,
-and writes ``metrics/gauge_id=<id>/part-0.parquet`` (``hybrid.layout``). It is cheap and needs no
-model, so a new metric, or a baseline added later, re-scores every catchment in seconds. The
+and writes ``metrics/gauge_id=<id>/part-0.parquet`` (``hybrid.store.layout``). It is cheap
+and needs no model, so a new metric, or a baseline added later, re-scores every catchment in
+seconds. The
 metrics partitions record which metrics they hold; a run whose code knows more metrics re-scores
 them on its next pass.
 """
@@ -15,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybrid import layout, partitions
 from hybrid.config import Config
-from hybrid.metrics import METRICS, compute_all
-from hybrid.provenance import config_hash
-from hybrid.runner import CatchmentStage, Context
+from hybrid.evaluation.metrics import METRICS, compute_all
+from hybrid.execution.runner import CatchmentStage, Context
+from hybrid.store import layout, partitions
+from hybrid.store.provenance import config_hash
 
 #: changes whenever the set of metrics does, so older metrics partitions are re-scored
 METRICS_VERSION = hashlib.sha256(",".join(METRICS).encode()).hexdigest()[:12]

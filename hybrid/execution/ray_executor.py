@@ -1,6 +1,6 @@
 """The Ray edge: where units of work run, never what they compute.
 
-``RayExecutor`` runs the runner's plain functions (``hybrid.runner``) on a Ray cluster:
+``RayExecutor`` runs the runner's plain functions (``hybrid.execution.runner``) on a Ray cluster:
 
 * stateless work (decoders, baselines) as one task per catchment with the stage's resources,
   the run context put in the object store once and shared by reference;
@@ -25,9 +25,9 @@ import ray
 
 from hybrid.config import Config
 from hybrid.errors import StoreError
+from hybrid.execution.runner import Context, Setup, Work
 from hybrid.logs import logger
-from hybrid.runner import Context, Setup, Work
-from hybrid.storage import Store
+from hybrid.store.storage import Store
 
 log = logger()
 

@@ -30,11 +30,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from hybrid import layout
 from hybrid.errors import CorruptPartition, StoreError
 from hybrid.logs import logger
-from hybrid.provenance import provenance
-from hybrid.storage import Store
+from hybrid.store import layout
+from hybrid.store.provenance import provenance
+from hybrid.store.storage import Store
 
 log = logger()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hybrid.errors import DataError
-from hybrid.metrics import compute_all
+from hybrid.evaluation.metrics import compute_all
 
 
 def read_any(url: str) -> pd.DataFrame:

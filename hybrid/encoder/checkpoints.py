@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from hybrid import layout
+from hybrid.data.windows import Scaler
+from hybrid.encoder.model import RegionalLSTM
 from hybrid.errors import StoreError
 from hybrid.logs import logger
-from hybrid.model import RegionalLSTM
-from hybrid.provenance import sha256
-from hybrid.storage import Store
-from hybrid.windows import Scaler
+from hybrid.store import layout
+from hybrid.store.provenance import sha256
+from hybrid.store.storage import Store
 
 log = logger()
 

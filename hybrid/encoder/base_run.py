@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 
-from hybrid import layout
-from hybrid.checkpoints import load_object
 from hybrid.config import Config
+from hybrid.encoder.checkpoints import load_object
 from hybrid.errors import ConfigError, StoreError
 from hybrid.logs import logger
-from hybrid.provenance import sha256
-from hybrid.storage import Store, open_store
+from hybrid.store import layout
+from hybrid.store.provenance import sha256
+from hybrid.store.storage import Store, open_store
 
 log = logger()
 

@@ -15,12 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hybrid import layout, partitions  # noqa: E402
 from hybrid.config import Config  # noqa: E402
-from hybrid.provenance import sha256  # noqa: E402
-from hybrid.runs import read_timings  # noqa: E402
-from hybrid.storage import Store  # noqa: E402
-from hybrid.summary import headline  # noqa: E402
+from hybrid.evaluation.summary import headline  # noqa: E402
+from hybrid.store import layout, partitions  # noqa: E402
+from hybrid.store.provenance import sha256  # noqa: E402
+from hybrid.store.runs import read_timings  # noqa: E402
+from hybrid.store.storage import Store  # noqa: E402
 
 COLORS = {"regional": "tab:blue", "hybrid": "tab:orange", "catchment_wise": "tab:green",
           "finetuned": "tab:purple"}

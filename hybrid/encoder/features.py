@@ -11,7 +11,7 @@ Two encoders compute the hidden state at the end of each day's window:
 Both mark the same days as valid (a full window of finite inputs), and streaming restarts from a
 zero state after any gap in the inputs, so a NaN never leaks into later states.
 
-Output schema of ``encoded/gauge_id=<id>/part-0.parquet`` (``hybrid.layout``):
+Output schema of ``encoded/gauge_id=<id>/part-0.parquet`` (``hybrid.store.layout``):
 ``date`` (timestamp), ``split`` (train / validation / test), ``observed`` (target in its own units,
 NaN where unobserved), ``regional`` (the LSTM head's prediction from exact windows, same units;
 with the streaming encoder only on test days, NaN elsewhere), ``h_0`` .. ``h_{H-1}`` (float32
@@ -27,12 +27,12 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from hybrid.checkpoints import TrainedModel
 from hybrid.config import Config
+from hybrid.data.windows import CatchmentArrays, period_mask, valid_window_ends
+from hybrid.encoder.checkpoints import TrainedModel
+from hybrid.encoder.model import RegionalLSTM
 from hybrid.errors import ConfigError, SkipCatchment
-from hybrid.layout import feature_columns
-from hybrid.model import RegionalLSTM
-from hybrid.windows import CatchmentArrays, period_mask, valid_window_ends
+from hybrid.store.layout import feature_columns
 
 SPLITS = ("train", "validation", "test")
 

@@ -12,21 +12,21 @@ from concurrent.futures import ThreadPoolExecutor
 from hybrid.config import Config
 from hybrid.errors import DataError, HybridError, SkipCatchment
 from hybrid.logs import logger
-from hybrid.prepare import (
+from hybrid.stages.prepare import (
     PREPARE_THREADS,
     canonical_frame,
     dataset_for,
     prepare_attributes,
     resolve_basins,
 )
-from hybrid.runs import open_run
+from hybrid.store.runs import open_run
 
 log = logger()
 
 
 def check(cfg: Config) -> dict:
     """Counts of usable, skipped and failing catchments (with the reasons), or an error."""
-    from hybrid.base_run import resolve
+    from hybrid.encoder.base_run import resolve
 
     cfg = resolve(cfg)  # a base run's inputs must match before anything else
     store = open_run(cfg, write=False)  # reachable, and not a different run under this id

@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from hybrid import layout
 from hybrid.config import Config, config_from_dict
 from hybrid.errors import StoreError
 from hybrid.logs import logger
-from hybrid.provenance import OPERATIONAL_KEYS, computational, config_hash, provenance
-from hybrid.storage import Store, open_store
+from hybrid.store import layout
+from hybrid.store.provenance import OPERATIONAL_KEYS, computational, config_hash, provenance
+from hybrid.store.storage import Store, open_store
 
 log = logger()
 
@@ -93,7 +93,7 @@ def _same_operational(previous: dict, current: dict) -> bool:
 
 def _check_manifests(store: Store, cfg: Config) -> None:
     """Without config.yml, the stage manifests still say which config made the outputs."""
-    from hybrid.partitions import read_manifest
+    from hybrid.store.partitions import read_manifest
 
     expected = config_hash(cfg.to_dict())
     for folder in STAGE_FOLDERS:

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybrid.datasets import register_dataset
-from hybrid.datasets.base import Dataset
+from hybrid.data.datasets import register_dataset
+from hybrid.data.datasets.base import Dataset
 from hybrid.errors import ConfigError, DataError
 
 #: the dynamic variables every catchment has, in Caravan's naming (all mm/d or degC)
