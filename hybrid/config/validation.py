@@ -1,0 +1,113 @@
+"""Checks across keys that types alone cannot express: periods, sizes, lists, resources.
+
+Run on every config as it is built, before any data is read or any Ray task is scheduled.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hybrid.config.schema import DEVICES, ENCODERS, Config
+from hybrid.errors import ConfigError
+from hybrid.store.layout import check_gauge_id
+
+
+def validate(cfg: Config) -> None:
+    for check in (_check_periods, _check_sizes, _check_variables, _check_basins,
+                  _check_resources, _check_decoder):
+        check(cfg)
+
+
+def _check_periods(cfg: Config) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.run_id):
+        raise ConfigError(f"run_id: use letters, digits, '_', '.', '-' only, got {cfg.run_id!r}")
+    for name in ("train", "validation", "test"):
+        start, end = getattr(cfg, f"{name}_start_date"), getattr(cfg, f"{name}_end_date")
+        if start > end:
+            raise ConfigError(f"{name}_end_date: {end} is before {name}_start_date {start}")
+    if not cfg.allow_period_overlap:
+        periods = cfg.periods()
+        names = list(periods)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                (a0, a1), (b0, b1) = periods[a], periods[b]
+                if a0 <= b1 and b0 <= a1:
+                    raise ConfigError(
+                        f"{b}_start_date: the {a} period ({a0}..{a1}) overlaps the {b} period "
+                        f"({b0}..{b1}), so {b} days would be learnt from; separate them, or set "
+                        "allow_period_overlap: true if that is meant")
+
+
+def _check_sizes(cfg: Config) -> None:
+    positive = ("seq_length", "predict_last_n", "hidden_size", "num_layers", "epochs",
+                "batch_size", "encode_batch_size", "patience")
+    for key in positive:
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {getattr(cfg, key)}")
+    if cfg.predict_last_n > cfg.seq_length:
+        raise ConfigError(
+            f"predict_last_n: {cfg.predict_last_n} exceeds seq_length {cfg.seq_length}")
+    if not 0.0 <= cfg.output_dropout < 1.0:
+        raise ConfigError(f"output_dropout: must be in [0, 1), got {cfg.output_dropout}")
+    if cfg.learning_rate <= 0:
+        raise ConfigError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
+    if not 0.0 < cfg.train_basin_fraction <= 1.0:
+        raise ConfigError(
+            f"train_basin_fraction: must be in (0, 1], got {cfg.train_basin_fraction}")
+    if cfg.n_train_basins is not None and cfg.n_train_basins < 1:
+        raise ConfigError(f"n_train_basins: must be >= 1, got {cfg.n_train_basins}")
+
+
+def _check_variables(cfg: Config) -> None:
+    if not cfg.dynamic_inputs:
+        raise ConfigError("dynamic_inputs: at least one input variable is needed")
+    if len(cfg.target_variables) != 1:
+        raise ConfigError(
+            f"target_variables: exactly one target is supported, got {cfg.target_variables}")
+    for key in ("dynamic_inputs", "static_attributes"):
+        values = getattr(cfg, key)
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            raise ConfigError(f"{key}: {dupes[0]!r} is listed twice")
+    if cfg.target in cfg.dynamic_inputs:
+        raise ConfigError(f"dynamic_inputs: the target {cfg.target!r} cannot also be an input")
+    if cfg.encoder not in ENCODERS:
+        raise ConfigError(f"encoder: expected one of {list(ENCODERS)}, got {cfg.encoder!r}")
+    if cfg.device not in DEVICES:
+        raise ConfigError(f"device: expected one of {list(DEVICES)}, got {cfg.device!r}")
+
+
+def _check_basins(cfg: Config) -> None:
+    if cfg.basins is not None:
+        if not cfg.basins:
+            raise ConfigError("basins: the list is empty; leave the key out to use every "
+                              "catchment of the dataset")
+        for i, gauge_id in enumerate(cfg.basins):
+            try:
+                check_gauge_id(gauge_id, f"basins[{i}]")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        dupes = sorted({g for g in cfg.basins if cfg.basins.count(g) > 1})
+        if dupes:
+            raise ConfigError(f"basins: {dupes[0]!r} is listed twice")
+
+
+def _check_resources(cfg: Config) -> None:
+    res = cfg.resources
+    if res.decoder_num_cpus < 1:
+        raise ConfigError(f"resources.decoder_num_cpus: must be >= 1, got {res.decoder_num_cpus}")
+    if res.encoder_num_gpus != "auto" and res.encoder_num_gpus < 0:
+        raise ConfigError("resources.encoder_num_gpus: must be >= 0 or 'auto'")
+
+
+def _check_decoder(cfg: Config) -> None:
+    from hybrid.decoder.regressors import (  # local: decoders import sklearn
+        check_decoder,
+        decoder_names,
+    )
+
+    if cfg.decoder.name not in decoder_names():
+        raise ConfigError(
+            f"decoder.name: unknown decoder {cfg.decoder.name!r}; "
+            f"choose one of {', '.join(decoder_names())}")
+    check_decoder(cfg.decoder.name, cfg.decoder.params)
