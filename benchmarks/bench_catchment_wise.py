@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 from _common import machine
 
+from hybrid.data.catalog import load_attributes, load_catchment
 from hybrid.encoder.features import encode_catchment
 from hybrid.encoder.trainer import train_lstm
 from hybrid.evaluation.metrics import nse
 from hybrid.evaluation.summary import SUMMARY
-from hybrid.stages.prepare import load_attributes, load_catchment
 from hybrid.store.runs import load_run_config
 from hybrid.store.storage import open_store
 

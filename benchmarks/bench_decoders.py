@@ -31,7 +31,9 @@ import time
 import ray
 from _common import load, machine, model_arguments, runs, scratch_store, trained_run
 
-from hybrid.execution.runner import Context, SerialExecutor, run_stage
+from hybrid.execution.context import Context
+from hybrid.execution.executors import SerialExecutor
+from hybrid.execution.runner import run_stage
 from hybrid.stages.decode import decode_stage, decode_stamp
 from hybrid.stages.encode import encode_stage
 from hybrid.stages.score import score_stamp
@@ -46,12 +48,12 @@ def decode_pass(store, cfg, sha, gauges, in_training, executor) -> dict[str, str
     for folder in OUTPUTS:
         store.delete(folder, recursive=True)
     context = Context.of(store, cfg, in_training=in_training,
-                         decode_stamp=decode_stamp(cfg, sha), score_stamp=score_stamp(cfg, sha))
+                         stamps={"decode": decode_stamp(cfg, sha), "score": score_stamp(cfg, sha)})
     result = run_stage(decode_stage(cfg, sha), context, gauges, executor)
     if result.failed or result.skipped or len(result.done) != len(gauges):
         raise SystemExit(f"decode pass did not finish every catchment: failed {result.failed}, "
                          f"skipped {result.skipped}")
-    return {g: v["records"][layout.PREDICTIONS]["node_id"] for g, v in result.done.items()}
+    return {g: v.records[layout.PREDICTIONS]["node_id"] for g, v in result.done.items()}
 
 
 def timed_passes(repeats, *args) -> tuple[list[float], dict[str, str]]:

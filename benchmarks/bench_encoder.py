@@ -24,14 +24,15 @@ import numpy as np
 import torch
 from _common import load, machine, model_arguments, runs, scratch_store, timed, trained_run
 
+from hybrid.data.catalog import load_attributes, load_catchment
 from hybrid.data.windows import CatchmentArrays, WindowSampler
 from hybrid.encoder.features import encode_exact, encode_streaming, encoded_days
-from hybrid.encoder.trainer import MaskedLoss, hparams
+from hybrid.encoder.losses import MaskedMSE
+from hybrid.encoder.trainer import hparams
 from hybrid.evaluation.metrics import nse
 from hybrid.execution.runner import Context
 from hybrid.stages.decode import fit_predict
 from hybrid.stages.encode import encode_one, setup_encoder
-from hybrid.stages.prepare import load_attributes, load_catchment
 from hybrid.store import layout
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     # the model's own training catchments (any drawn ones if the draw holds none of them)
     fitted = [arrays[g] for g in gauges if g in trained.split["train"]] or list(arrays.values())
     sampler = WindowSampler(fitted, seq, 1, cfg.train_start_date, cfg.train_end_date)
-    loss_fn = MaskedLoss()
+    loss_fn = MaskedMSE()
     model = type(trained.model).from_hparams(hparams(cfg, trained.scaler))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)

@@ -56,7 +56,8 @@ def main() -> None:
     args = parser.parse_args()
     import json
 
-    from hybrid.pipeline import Session, stage_decode, stage_encode, stage_prepare, stage_pretrain
+    from hybrid.execution.session import Session
+    from hybrid.stages import decode, encode, prepare, pretrain
     from hybrid.store import layout
     from hybrid.store.runs import read_timings
 
@@ -64,11 +65,8 @@ def main() -> None:
     if args.encode_on == "actor":
         import dataclasses
 
-        from hybrid import pipeline
-        from hybrid.stages import encode
-
-        pipeline.encode_stage = lambda *a: dataclasses.replace(encode.encode_stage(*a),
-                                                               role="encoder")
+        real_stage = encode.encode_stage
+        encode.encode_stage = lambda *a: dataclasses.replace(real_stage(*a), role="encoder")
     gauges = caravan_gauges(require_caravan())[:args.catchments]
     overrides = {}
     decoder = {}
@@ -83,24 +81,24 @@ def main() -> None:
         cfg = scratch_config(os.path.abspath(args.run), gauges, store, overrides)
         session = Session.open(cfg)
         try:
-            stage_prepare(cfg, session)
-            stage_pretrain(cfg, session)
+            prepare.run(cfg, session)
+            pretrain.run(cfg, session)
             session.real_executor()  # Ray started before the clock
             started = time.perf_counter()
-            stage_encode(cfg, session)
+            encode.run(cfg, session)
             encoded = time.perf_counter()
             if args.encode_only:
                 print(f"encode {len(gauges)} catchments on {args.encode_on}: "
                       f"{encoded - started:.1f} s")
                 return
-            summary = stage_decode(cfg, session)
+            summary = decode.run(cfg, session).summary
             finished = time.perf_counter()
         finally:
             session.close()
         timings = read_timings(session.store)
         fitting = timings.get("decode", {}).get("seconds", 0) \
             + timings.get("score", {}).get("seconds", 0)
-        encode = encoded - started
+        encode_seconds = encoded - started
         summary_seconds = (finished - encoded) - fitting
         hybrid = summary[(summary.model == "hybrid") & (summary.status == "done")]
         regional = summary[(summary.model == "regional") & (summary.status == "done")]
@@ -109,7 +107,7 @@ def main() -> None:
               f"{sum(forests.values()) / 2**20:.1f} MiB in total, "
               f"{sorted(forests.values())[len(forests) // 2] / 2**20:.2f} MiB median")
         print(f"finetune {len(gauges)} catchments: {finished - started:.0f} s (encode "
-              f"{encode:.0f} s, decode {fitting:.0f} s, summary {summary_seconds:.0f} s), "
+              f"{encode_seconds:.0f} s, decode {fitting:.0f} s, summary {summary_seconds:.0f} s), "
               f"median hybrid NSE {hybrid.nse.median():.3f}")
 
 

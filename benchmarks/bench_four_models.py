@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.bench_finetune import scratch_config
     from hybrid.encoder.base_run import read_base
-    from hybrid.pipeline import stage_run
+    from hybrid.stages import run_all
     from hybrid.store import layout
     from hybrid.store.runs import read_timings, run_store
 
@@ -66,7 +66,7 @@ def main() -> None:
     cfg = scratch_config(os.path.abspath(args.run), gauges, args.store, {
         "run_id": f"four-models-{len(gauges)}",
         "baselines": {"catchment_wise": True, "finetune": True}})
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     store = run_store(cfg)
     summary = outcome.summary
     done = summary[summary.status == "done"]

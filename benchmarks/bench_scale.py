@@ -112,13 +112,14 @@ class Sampler(threading.Thread):
 def measure(n: int, endpoint: str, address: str) -> dict:
     import s3fs
 
-    from hybrid import pipeline
+    from hybrid import stages
+    from hybrid.stages import decode, prepare
 
     bucket = f"scale-{n}"
     s3fs.S3FileSystem(endpoint_url=endpoint, key="k", secret="s").mkdir(bucket)
     cfg = config(n, endpoint, bucket)
     summary_seconds = []
-    real_build = pipeline.build_summary
+    real_build = decode.build_summary
 
     def timed_build(*args, **kwargs):
         started = time.perf_counter()
@@ -127,25 +128,25 @@ def measure(n: int, endpoint: str, address: str) -> dict:
         finally:
             summary_seconds.append(time.perf_counter() - started)
 
-    pipeline.build_summary = timed_build
+    decode.build_summary = timed_build
     marks = {}
-    real_prepare = pipeline.stage_prepare
+    real_prepare = prepare.run
 
     def marked_prepare(*args, **kwargs):
         result = real_prepare(*args, **kwargs)
         marks["after_prepare"] = (time.perf_counter(), _cpu())
         return result
 
-    pipeline.stage_prepare = marked_prepare
+    prepare.run = marked_prepare
     sampler = Sampler(address)
     sampler.start()
     started, cpu0 = time.perf_counter(), _cpu()
     try:
-        outcome = pipeline.stage_run(cfg)
+        outcome = stages.run_all(cfg)
     finally:
         sampler.stop.set()
-        pipeline.build_summary = real_build
-        pipeline.stage_prepare = real_prepare
+        decode.build_summary = real_build
+        prepare.run = real_prepare
     finished, cpu1 = time.perf_counter(), _cpu()
     from hybrid.store.runs import read_timings, run_store
 

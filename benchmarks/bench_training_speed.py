@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks._common import machine  # noqa: E402
+from hybrid.encoder.losses import MaskedMSE  # noqa: E402
 from hybrid.encoder.model import RegionalLSTM  # noqa: E402
-from hybrid.encoder.trainer import MaskedMSE  # noqa: E402
 
 N_DYNAMIC, N_STATIC = 3, 19
 

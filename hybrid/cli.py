@@ -13,20 +13,10 @@ import os
 import sys
 
 from hybrid.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, HybridError
+from hybrid.stages import STAGES
 
-STAGES = {
-    "prepare": "load the dataset and write the canonical catchment store (Parquet per catchment)",
-    "pretrain": "pre-train the regional LSTM on the training catchments (Ray actor; GPU if any)",
-    "encode": "encode every catchment with the LSTM (no head) and write features to Parquet",
-    "baselines": "train the optional per-catchment LSTM baselines (Ray tasks)",
-    "decode": "fit one random-forest decoder per catchment (Ray tasks), score it, and write "
-              "the summary",
-    "score": "score every catchment's predictions again (e.g. after adding a metric) and "
-             "rewrite the summary, without refitting",
-    "report": "write report.md and plots into the run folder from its summary",
-    "run": "all of the above in order, each stage skipping what is already done",
-    "check": "check a config against its data and store without writing or training anything",
-}
+#: commands beyond the registered stages (``hybrid.stages.STAGES``)
+RUN_HELP = "all stages in order, each one skipping what is already done"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,21 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hybrid {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, help_text in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", required=True, help="run config (YAML)")
-        p.add_argument("--store", help="override the config's store URL (path, file://, s3://)")
-        p.add_argument("--run-id", help="override the config's run_id")
+    commands = {name: stage.help for name, stage in STAGES.items() if name != "predict"}
+    commands["run"] = RUN_HELP
+    for name, help_text in commands.items():
+        _run_options(sub.add_parser(name, help=help_text, description=help_text))
     predict = sub.add_parser(
-        "predict", help="regional and hybrid predictions of a finished run for any period, "
-                        "without refitting",
+        "predict", help=STAGES["predict"].help,
         description="Serve a finished run's encoder and kept forests for the days from --start "
                     "to --end (any dates the forcings cover; a period beyond the run's own days "
                     "re-reads the dataset, from --data-dir if given). Writes "
                     "predict/<start>_<end>/ in the run folder.")
-    predict.add_argument("--config", required=True, help="run config (YAML) of a finished run")
-    predict.add_argument("--store", help="override the config's store URL")
-    predict.add_argument("--run-id", help="override the config's run_id")
+    _run_options(predict, "run config (YAML) of a finished run")
     predict.add_argument("--start", required=True, type=_date, help="first day, YYYY-MM-DD")
     predict.add_argument("--end", required=True, type=_date, help="last day, YYYY-MM-DD")
     predict.add_argument("--data-dir", help="dataset folder holding the forcings of the period")
@@ -63,9 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="write a finished run's encoder as a reusable model folder",
         description="Copy the run's checkpoint and config into a model folder with a model card "
                     "written from the run's outputs; other runs reuse it with base_run.")
-    export.add_argument("--config", required=True, help="run config (YAML) of a finished run")
-    export.add_argument("--store", help="override the config's store URL")
-    export.add_argument("--run-id", help="override the config's run_id")
+    _run_options(export, "run config (YAML) of a finished run")
     export.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
     metrics = sub.add_parser(
         "metrics", help="score simulated against observed streamflow from a CSV/Parquet file",
@@ -76,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--obs", default="observed", help="observed column (default: observed)")
     metrics.add_argument("--sim", nargs="+", help="simulated columns (default: all others)")
     return parser
+
+
+def _run_options(parser: argparse.ArgumentParser, config_help: str = "run config (YAML)"
+                 ) -> None:
+    parser.add_argument("--config", required=True, help=config_help)
+    parser.add_argument("--store", help="override the config's store URL (path, file://, s3://)")
+    parser.add_argument("--run-id", help="override the config's run_id")
 
 
 def _date(text: str):
@@ -118,52 +109,48 @@ def _run_stage(args: argparse.Namespace) -> int:
     if args.run_id:
         overrides["run_id"] = args.run_id
     cfg = load_config(args.config, overrides)
-    # Imported after the config is checked: it pulls in torch (seconds), and a typo in the
-    # config should be reported at once.
-    from hybrid import pipeline
-
+    # Stages are imported after the config is checked: they pull in torch (seconds), and a typo
+    # in the config should be reported at once.
     if args.command == "export":
         from hybrid.encoder.export import export_model
 
         command = f"hybrid run --config {args.config}"
         print(f"model: {export_model(cfg, os.path.abspath(args.out), command)}")
         return EXIT_OK
-    if args.command == "check":
-        from hybrid.stages.check import check
-
-        check(cfg)
-        return EXIT_OK
     if args.command == "run":
-        outcome = pipeline.stage_run(cfg)
-        print(f"report: {outcome.report}")
-        if outcome.failed:
-            print(f"finished with {len(outcome.failed)} failed catchment(s): "
-                  f"{', '.join(outcome.failed[:10])}{' ...' if len(outcome.failed) > 10 else ''}"
-                  " (reasons in the report); rerun to retry them", file=sys.stderr)
+        from hybrid.stages import run_all
+
+        outcome = run_all(cfg)
+        print(f"report: {outcome.path}")
+        _say_failed(outcome.failed)
         return outcome.exit_code
-    session = pipeline.Session.open(cfg, write=args.command != "report")
+    return _one_stage(args, cfg)
+
+
+def _one_stage(args: argparse.Namespace, cfg) -> int:
+    stage = STAGES[args.command]
+    if args.command == "check":
+        return stage.run(cfg).exit_code
+    from hybrid.execution.session import Session
+
+    session = Session.open(cfg, write=stage.writes)
     try:
         if args.command == "predict":
-            pipeline.stage_predict(cfg, args.start, args.end, args.data_dir, session)
-            return EXIT_OK
-        if args.command == "report":
-            print(f"report: {pipeline.stage_report(cfg, session)}")
-            return EXIT_OK
-        result = getattr(pipeline, f"stage_{args.command}")(cfg, session)
+            outcome = stage.run(cfg, args.start, args.end, args.data_dir, session)
+        else:
+            outcome = stage.run(cfg, session)
     finally:
         session.close()
-    return _exit_code(result)
+    if args.command == "report":
+        print(f"report: {outcome.path}")
+    return outcome.exit_code
 
 
-def _exit_code(result) -> int:
-    from hybrid.errors import EXIT_FAILURES
-
-    failed = getattr(result, "failed", None)
-    if failed is None and hasattr(result, "columns") and "status" in result:
-        failed = (result["status"] == "failed").any()
-    if isinstance(result, dict):
-        failed = any(getattr(r, "failed", None) for r in result.values())
-    return EXIT_FAILURES if failed else EXIT_OK
+def _say_failed(failed: list[str]) -> None:
+    if failed:
+        print(f"finished with {len(failed)} failed catchment(s): "
+              f"{', '.join(failed[:10])}{' ...' if len(failed) > 10 else ''}"
+              " (reasons in the report); rerun to retry them", file=sys.stderr)
 
 
 if __name__ == "__main__":

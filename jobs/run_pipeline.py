@@ -37,9 +37,10 @@ def _check_interpreter() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="run config (YAML)")
+    from hybrid.stages import STAGES  # the registry: no stage list to keep in step here
+
     parser.add_argument("--stage", default="run",
-                        choices=["prepare", "pretrain", "encode", "baselines", "decode", "score",
-                                 "report", "run", "check"])
+                        choices=[*(s for s in STAGES if s != "predict"), "run"])
     parser.add_argument("--store", help="override the config's store URL")
     parser.add_argument("--run-id", help="override the config's run_id")
     args = parser.parse_args()

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hybrid.data.catalog import load_catchment
 from hybrid.encoder.checkpoints import load_trained
 from hybrid.errors import ConfigError
-from hybrid.pipeline import stage_run
-from hybrid.stages.prepare import load_catchment, prepare
+from hybrid.stages import run_all
+from hybrid.stages.prepare import prepare
 from hybrid.store import layout
 from hybrid.store.runs import open_run, run_store
 
@@ -62,7 +63,7 @@ def test_an_infinite_target_does_not_poison_the_scaler(caravan_files, tmp_path) 
     clean = caravan_files.lines()
     caravan_files.write({"x_1": _with(clean, "2000-05-01", 4, "inf"), "x_2": clean})
     cfg = caravan_files.config(str(tmp_path / "a"), n_train_basins=2)
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     scaler = load_trained(run_store(cfg)).scaler
     # by hand: streamflow over the training period of both catchments, that one day missing
     days = pd.date_range(cfg.train_start_date, cfg.train_end_date)
@@ -84,7 +85,7 @@ def test_a_non_numeric_attribute_skips_that_catchment_in_the_summary_and_report(
     caravan_files.write({g: caravan_files.lines() for g in ("x_1", "x_2", "x_3", "x_4")},
                         attributes=attributes)
     cfg = caravan_files.config(str(tmp_path / "store"))
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     assert outcome.exit_code == 0  # a skip is data, not a failure
     err = capsys.readouterr().err
     assert "prepare: catchment x_2 skipped: static attribute 'p_mean' is 'abc', not a finite " \
@@ -123,7 +124,7 @@ def test_too_many_training_catchments_is_refused_before_any_work(caravan_files, 
     caravan_files.write({"x_1": caravan_files.lines(), "x_2": caravan_files.lines()},
                         attributes=attributes)
     fewer = cfg.replace(n_train_basins=2, run_id="fewer")
-    with pytest.raises(ConfigError, match="only 1 catchments are usable"):
+    with pytest.raises(ConfigError, match="the run has only 1 usable catchment"):
         prepare(fewer, open_run(fewer))
     assert not run_store(fewer).exists(layout.CHECKPOINTS)
 

@@ -16,7 +16,8 @@ import pytest
 
 from hybrid.encoder.base_run import BASE_RUN
 from hybrid.errors import ConfigError, StoreError
-from hybrid.pipeline import Session, stage_predict, stage_run
+from hybrid.execution.session import Session
+from hybrid.stages import predict, run_all
 from hybrid.store import layout, partitions
 from hybrid.store.provenance import sha256
 from hybrid.store.runs import run_store
@@ -28,7 +29,7 @@ SIX = {"n_catchments": 6, "seed": 1, "start_date": "1995-01-01", "end_date": "19
 def base(tmp_path_factory, tiny_config):
     cfg = tiny_config(str(tmp_path_factory.mktemp("base")), run_id="base", epochs=1,
                       dataset_options=SIX, basins=[f"synthetic_00{i}" for i in range(4)])
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     return cfg, run_store(cfg)
 
 
@@ -39,7 +40,7 @@ def test_a_run_reuses_the_base_encoder_without_pretraining(base, tiny_config, tm
     cfg = tiny_config(str(tmp_path / "new"), run_id="reuse", dataset_options=SIX,
                       basins=gauges, base_run=base_store.uri(), hidden_size=32)
     capsys.readouterr()
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     err = capsys.readouterr().err
     assert outcome.exit_code == 0
     store = run_store(cfg)
@@ -78,7 +79,7 @@ def test_mismatched_inputs_are_refused_before_any_work(base, tiny_config, tmp_pa
     cfg = tiny_config(str(tmp_path / "new"), run_id="bad", base_run=base_store.uri(),
                       **{key: value})
     with pytest.raises(ConfigError) as excinfo:
-        stage_run(cfg)
+        run_all(cfg)
     message = str(excinfo.value)
     assert "\n" not in message and message.startswith(f"{key}: ")
     assert "differs from the base run's" in message and base_store.uri() in message
@@ -88,7 +89,7 @@ def test_mismatched_inputs_are_refused_before_any_work(base, tiny_config, tmp_pa
 def test_base_run_must_hold_a_model(tiny_config, tmp_path) -> None:
     cfg = tiny_config(str(tmp_path / "new"), base_run=str(tmp_path / "nothing-here"))
     with pytest.raises(StoreError, match="base_run: .*checkpoints/final.pt not found"):
-        stage_run(cfg)
+        run_all(cfg)
 
 
 def test_base_run_in_object_storage(base, tiny_config, s3_bucket, tmp_path) -> None:
@@ -103,7 +104,7 @@ def test_base_run_in_object_storage(base, tiny_config, s3_bucket, tmp_path) -> N
     cfg = tiny_config(url, options, run_id="from-s3", dataset_options=SIX,
                       basins=["synthetic_004", "synthetic_005"], n_train_basins=1,
                       base_run=copy.uri())
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     assert outcome.exit_code == 0 and (outcome.summary.status == "done").all()
     assert run_store(cfg).read_bytes(layout.FINAL) == base_store.read_bytes(layout.FINAL)
 
@@ -115,13 +116,13 @@ def test_a_changed_base_model_is_refused(base, tiny_config, tmp_path) -> None:
                       base_run=base_store.uri())
     session = Session.open(cfg)
     try:
-        from hybrid.pipeline import stage_prepare, stage_pretrain
+        from hybrid.stages import prepare, pretrain
 
-        stage_prepare(cfg, session)
-        stage_pretrain(cfg, session)
+        prepare.run(cfg, session)
+        pretrain.run(cfg, session)
         run_store(cfg).write_bytes(layout.FINAL, b"another model")
         with pytest.raises(StoreError, match="now holds another model"):
-            stage_pretrain(cfg, session)
+            pretrain.run(cfg, session)
     finally:
         session.close()
 
@@ -129,7 +130,7 @@ def test_a_changed_base_model_is_refused(base, tiny_config, tmp_path) -> None:
 # ------------------------------------------------------------------------------ predict
 def test_predicting_the_test_period_reproduces_the_run(base) -> None:
     cfg, store = base
-    summary = stage_predict(cfg, cfg.test_start_date, cfg.test_end_date)
+    summary = predict.run(cfg, cfg.test_start_date, cfg.test_end_date).summary
     folder = f"{layout.PREDICT}/{cfg.test_start_date}_{cfg.test_end_date}/{layout.PREDICTIONS}"
     for gauge in sorted(partitions.present_partitions(store, layout.PREDICTIONS)):
         ran = partitions.read_partition(store, layout.PREDICTIONS, gauge).to_pandas()
@@ -149,7 +150,7 @@ def test_predicting_another_period_without_refitting(base, monkeypatch) -> None:
 
     monkeypatch.setattr(hybrid.stages.decode, "fit_predict", refuse)
     start, end = pd.Timestamp("1997-01-01").date(), pd.Timestamp("1997-12-31").date()
-    summary = stage_predict(cfg, start, end)
+    summary = predict.run(cfg, start, end).summary
     folder = f"{layout.PREDICT}/{start}_{end}/{layout.PREDICTIONS}"
     frame = partitions.read_partition(store, folder, "synthetic_000").to_pandas()
     assert frame["date"].min() == pd.Timestamp(start) and frame["date"].max() == pd.Timestamp(end)
@@ -165,9 +166,9 @@ def test_a_period_without_observations_gives_predictions_only(caravan_files, tmp
     lines = caravan_files.lines("2000-01-01", "2002-06-30", flow=flow)
     caravan_files.write({"x_1": lines, "x_2": lines})
     cfg = caravan_files.config(str(tmp_path / "store"), n_train_basins=1)
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     start, end = pd.Timestamp("2002-02-01").date(), pd.Timestamp("2002-06-30").date()
-    summary = stage_predict(cfg, start, end)
+    summary = predict.run(cfg, start, end).summary
     assert summary.empty  # nothing to score against
     store = run_store(cfg)
     folder = f"{layout.PREDICT}/{start}_{end}"
@@ -182,9 +183,9 @@ def test_predict_needs_the_kept_forests(tiny_config, tmp_path) -> None:
     cfg = tiny_config(str(tmp_path / "s"), epochs=1,
                       decoder={"name": "rf", "params": {"n_estimators": 5},
                                "keep_models": False})
-    stage_run(cfg)
+    run_all(cfg)
     with pytest.raises(StoreError, match="forests were not kept"):
-        stage_predict(cfg, cfg.test_start_date, cfg.test_end_date)
+        predict.run(cfg, cfg.test_start_date, cfg.test_end_date)
 
 
 def test_export_writes_a_model_folder_a_run_can_reuse(base, tiny_config, tmp_path) -> None:
@@ -212,4 +213,4 @@ def test_export_writes_a_model_folder_a_run_can_reuse(base, tiny_config, tmp_pat
     reuse = tiny_config(str(tmp_path / "new"), run_id="from-folder", dataset_options=SIX,
                         basins=["synthetic_004", "synthetic_005"], n_train_basins=1,
                         base_run=str(folder))
-    assert stage_run(reuse).exit_code == 0
+    assert run_all(reuse).exit_code == 0

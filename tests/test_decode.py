@@ -16,17 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hybrid.data.catalog import catchment_split
 from hybrid.decoder.regressors import check_decoder, decoder_names, make_decoder
-from hybrid.encoder.trainer import catchment_split, train_regional
+from hybrid.encoder.checkpoints import model_sha
+from hybrid.encoder.trainer import train_regional
 from hybrid.errors import ConfigError, SkipCatchment
 from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
 from hybrid.evaluation.metrics import kge_2012, nse
-from hybrid.execution.runner import Context, SerialExecutor, run_stage
-from hybrid.pipeline import model_sha
+from hybrid.evaluation.scoring import score_catchment, score_stamp
+from hybrid.execution.context import Context
+from hybrid.execution.executors import SerialExecutor
+from hybrid.execution.runner import run_stage
 from hybrid.stages.decode import decode_catchment, decode_one, decode_stamp
 from hybrid.stages.encode import encode_stage
 from hybrid.stages.prepare import prepare
-from hybrid.stages.score import score_one, score_stamp
 from hybrid.store import layout, partitions
 from hybrid.store.runs import open_run
 from hybrid.store.storage import Store
@@ -67,7 +70,7 @@ def _copy(store: Store, gauge: str, tmp_path, name: str = "copy") -> Store:
 def _context(store: Store, cfg, split: dict) -> Context:
     sha = "m" * 64
     return Context.of(store, cfg, in_training=frozenset(split["train"]),
-                      decode_stamp=decode_stamp(cfg, sha), score_stamp=score_stamp(cfg, sha))
+                      stamps={"decode": decode_stamp(cfg, sha), "score": score_stamp(cfg, sha)})
 
 
 def _one(split: dict, group: str) -> str:
@@ -143,7 +146,7 @@ def test_decode_writes_test_predictions_and_score_one_row_per_model(run, group, 
 
     metrics = out.read_frame(layout.partition_key(layout.METRICS, gauge))
     assert "gauge_id" not in metrics  # the folder name carries it
-    rows = pd.DataFrame(result["rows"])
+    rows = pd.DataFrame(result.rows)
     assert (rows["gauge_id"] == gauge).all()
     pd.testing.assert_frame_equal(metrics, rows.drop(columns="gauge_id"))
     assert sorted(metrics["model"]) == ["hybrid", "regional"]
@@ -163,7 +166,7 @@ def test_decode_writes_test_predictions_and_score_one_row_per_model(run, group, 
     assert by_model.loc["hybrid", "fit_seconds"] > 0
     assert np.isnan(by_model.loc["regional", "fit_seconds"])  # the LSTM is not fitted here
     assert (metrics["node_id"] == "here").all()
-    records = result["records"]
+    records = result.records
     assert records[layout.PREDICTIONS]["rows"] == len(pred)
     assert records[layout.METRICS]["rows"] == 2
 
@@ -173,7 +176,7 @@ def test_hybrid_learns_from_the_features(run, tmp_path) -> None:
     store, cfg, split = run
     gauge = _one(split, "in")
     out = _copy(store, gauge, tmp_path)
-    rows = pd.DataFrame(decode_one(_context(out, cfg, split), {}, gauge)["rows"])
+    rows = pd.DataFrame(decode_one(_context(out, cfg, split), {}, gauge).rows)
     metrics = rows.set_index("model")
     assert metrics.loc["hybrid", "nse"] > max(0.3, metrics.loc["regional", "nse"])
 
@@ -198,7 +201,7 @@ def test_other_decoders_through_decode(run, name: str, tmp_path) -> None:
     other = cfg.replace(decoder={"name": name, "params": SMALL[name]},
                         resources={"executor": "local", "decoder_num_cpus": 2})
     out = _copy(store, gauge, tmp_path)
-    metrics = pd.DataFrame(decode_one(_context(out, other, split), {}, gauge)["rows"])
+    metrics = pd.DataFrame(decode_one(_context(out, other, split), {}, gauge).rows)
     metrics = metrics.set_index("model")
     pred = out.read_frame(predictions_key(gauge))
     assert metrics.loc["hybrid", "nse"] == pytest.approx(
@@ -236,7 +239,7 @@ def test_fit_period_decides_the_days_a_forest_sees(run, tmp_path, period, splits
     gauge = _one(split, "in")
     chosen = cfg.replace(decoder={**cfg.to_dict()["decoder"], "fit_period": period})
     out = _copy(store, gauge, tmp_path)
-    rows = pd.DataFrame(decode_one(_context(out, chosen, split), {}, gauge)["rows"])
+    rows = pd.DataFrame(decode_one(_context(out, chosen, split), {}, gauge).rows)
     encoded = out.read_frame(encoded_key(gauge))
     fitted = encoded[encoded["split"].isin(splits)]
     assert (rows["n_train"] == int(np.isfinite(fitted["observed"]).sum())).all()
@@ -255,7 +258,7 @@ def test_baseline_predictions_join_the_scoring(run, tmp_path) -> None:
                          "catchment_wise": test["observed"].to_numpy(np.float32) * 0.9})
     partitions.write_partition(out, layout.baseline_predictions("catchment_wise"), gauge, site,
                                {"stage": "catchment_wise"}, {"fit_seconds": 12.5})
-    metrics = pd.DataFrame(score_one(context, {}, gauge)["rows"]).set_index("model")
+    metrics = pd.DataFrame(score_catchment(context, {}, gauge).rows).set_index("model")
     assert sorted(metrics.index) == ["catchment_wise", "hybrid", "regional"]
     assert metrics.loc["catchment_wise", "fit_seconds"] == pytest.approx(12.5)
     obs = test["observed"].to_numpy(np.float64)

@@ -16,14 +16,17 @@ import pyarrow as pa
 import pytest
 import torch
 
+from hybrid.data.catalog import load_attributes, load_catchment
 from hybrid.data.windows import CatchmentArrays
 from hybrid.encoder import checkpoints as ckpt
 from hybrid.encoder.features import encode_catchment, encode_exact, encode_streaming, encoded_days
 from hybrid.encoder.trainer import train_regional
 from hybrid.errors import ConfigError, SkipCatchment, StoreError
-from hybrid.execution.runner import Context, SerialExecutor, run_stage
+from hybrid.execution.context import Context
+from hybrid.execution.executors import SerialExecutor
+from hybrid.execution.runner import run_stage
 from hybrid.stages.encode import encode_one, encode_stage, setup_encoder
-from hybrid.stages.prepare import load_attributes, load_catchment, prepare
+from hybrid.stages.prepare import prepare
 from hybrid.store import layout, partitions
 from hybrid.store.layout import feature_columns
 from hybrid.store.runs import open_run
@@ -146,7 +149,7 @@ def test_encoded_partition_schema_and_values(run, encoder: str) -> None:
     context = Context.of(store, cfg)
     result = encode_one(context, setup_encoder(context, trained), GAUGE)
     table = store.read_table(encoded_key(GAUGE))
-    record = result["records"][layout.ENCODED]
+    record = result.records[layout.ENCODED]
     assert record["rows"] == table.num_rows
     assert record["bytes"] == store.sizes(layout.ENCODED)[encoded_key(GAUGE)]
     # the partition names the model it was made with: another model's features never pass

@@ -18,7 +18,7 @@ import pytest
 
 from hybrid.cli import main
 from hybrid.errors import StoreError
-from hybrid.pipeline import stage_run
+from hybrid.stages import run_all
 from hybrid.store import layout, partitions
 from hybrid.store.runs import run_store
 
@@ -32,7 +32,7 @@ STABLE = ["gauge_id", "model", "status", "nse", "kge_2012", "n_train", "n_test"]
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_config):
     cfg = tiny_config(str(tmp_path_factory.mktemp("template")), epochs=1)
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     return cfg
 
 
@@ -68,7 +68,7 @@ def test_a_damaged_partition_is_redone_and_only_it(copy, folder, damage, capsys)
     else:
         shutil.rmtree(path.parent)
     capsys.readouterr()
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     err = capsys.readouterr().err
     stage = FOLDERS[folder]
     reason = "its partition is missing" if damage == "delete" else "(cut short or replaced)"
@@ -98,13 +98,13 @@ def test_same_size_damage_is_caught_by_the_reader_and_healed_next_run(copy, caps
     path.write_bytes(bytes(data))
     shutil.rmtree(Path(store.path(layout.partition_dir(layout.PREDICTIONS, VICTIM))))
     capsys.readouterr()
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     err = capsys.readouterr().err
     assert outcome.exit_code == 3 and outcome.failed == [VICTIM]
     line = next(x for x in err.splitlines() if f"catchment {VICTIM} failed" in x)
     assert key in line and "not a readable Parquet file" in line
     assert not path.exists()  # deleted, so that it is rebuilt rather than failed on forever
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     assert outcome.exit_code == 0
     pd.testing.assert_frame_equal(_summary(store), before)
 
@@ -114,7 +114,7 @@ def test_a_damaged_manifest_means_checking_every_partition(copy, capsys) -> None
     before = _files(store)
     Path(store.path(layout.manifest_key(layout.ENCODED))).write_text('{"catchments": {')
     capsys.readouterr()
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     err = capsys.readouterr().err
     assert "encoded/_manifest.json: not valid JSON" in err
     assert "checking every partition of encoded instead" in err
@@ -133,7 +133,7 @@ def test_an_id_from_a_manifest_never_becomes_a_path(copy, tmp_path) -> None:
     manifest["catchments"][evil] = {"rows": 1, "bytes": 1}
     path.write_text(json.dumps(manifest))
     with pytest.raises(StoreError) as excinfo:
-        stage_run(cfg)
+        run_all(cfg)
     message = str(excinfo.value)
     assert "\n" not in message and "is not a usable catchment id" in message
     assert "encoded/_manifest.json" in message
@@ -162,7 +162,7 @@ def test_a_partition_from_another_config_is_refused(copy, tiny_config) -> None:
             manifest.unlink()
     os.remove(store.path(layout.CONFIG))
     with pytest.raises(StoreError) as excinfo:
-        stage_run(cfg.replace(seq_length=61))
+        run_all(cfg.replace(seq_length=61))
     assert "was written by a run with a different config" in str(excinfo.value)
     assert "catchments/gauge_id=" in str(excinfo.value)
 

@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from hybrid.config import config_from_dict
-from hybrid.pipeline import stage_run
+from hybrid.stages import run_all
 from hybrid.store import layout
 from hybrid.store.runs import run_store
 
@@ -43,7 +43,7 @@ def run(camels_us_dir, tmp_path_factory):
         "decoder": {"name": "rf", "params": {"n_estimators": 10}},
         "resources": {"executor": "local"},
     })
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     store = run_store(cfg)
     manifests = {f: store.read_json(layout.manifest_key(f)) for f in FOLDERS}
     return store, manifests

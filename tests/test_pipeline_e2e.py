@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from hybrid.evaluation.metrics import nse
-from hybrid.pipeline import Session, stage_decode, stage_report, stage_run
+from hybrid.execution.session import Session
+from hybrid.stages import decode, run_all
+from hybrid.stages import report as report_stage
 from hybrid.store import layout, partitions
 from hybrid.store.runs import read_timings, run_store
 from hybrid.store.storage import Store
@@ -93,9 +95,9 @@ def check_outputs(store: Store, gauges: list[str], split: dict) -> None:
 def test_synthetic_run_on_ray_and_resume(ray_local, any_store, tiny_config, capsys) -> None:
     url, options = any_store
     cfg = tiny_config(url, options, resources={"executor": "ray"}, **FAST)
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     store = run_store(cfg)
-    assert outcome.report == store.uri(layout.REPORT) and outcome.exit_code == 0
+    assert outcome.path == store.uri(layout.REPORT) and outcome.exit_code == 0
     gauges = sorted(partitions.read_manifest(store, layout.ENCODED)["catchments"])
     assert len(gauges) == 4
     split = store.read_json(layout.SPLIT)
@@ -117,7 +119,7 @@ def test_synthetic_run_on_ray_and_resume(ray_local, any_store, tiny_config, caps
     capsys.readouterr()
     session = Session.open(cfg)
     try:
-        stage_decode(cfg, session)
+        decode.run(cfg, session)
     finally:
         session.close()
     err = capsys.readouterr().err
@@ -125,7 +127,7 @@ def test_synthetic_run_on_ray_and_resume(ray_local, any_store, tiny_config, caps
     assert "decode: 1 of 4 catchments to fit (3 already done)" in err
     assert _stamps(store, list(before)) == before
     assert read_timings(store)["decode"]["catchments"] == 1
-    stage_report(cfg)  # the summary changed (a new fit time): the report follows it
+    report_stage.run(cfg)  # the summary changed (a new fit time): the report follows it
     check_outputs(store, gauges, split)
 
     # the whole pipeline again: nothing is retrained, re-encoded, refitted or rewritten
@@ -136,7 +138,7 @@ def test_synthetic_run_on_ray_and_resume(ray_local, any_store, tiny_config, caps
                       + [layout.manifest_key(f) for f in (layout.CATCHMENTS, layout.ENCODED,
                                                           layout.PREDICTIONS, layout.METRICS)])
     timings = read_timings(store)
-    stage_run(cfg)
+    run_all(cfg)
     err = capsys.readouterr().err
     assert "pretrain: already done" in err
     assert "decode: 0 of 4 catchments to fit (4 already done)" in err
@@ -149,7 +151,7 @@ def test_synthetic_run_on_ray_and_resume(ray_local, any_store, tiny_config, caps
 def test_the_same_run_without_ray_gives_the_same_numbers(tiny_config, tmp_path) -> None:
     """Serial (no Ray) and Ray execute the same plain functions, seeded the same way."""
     local = tiny_config(str(tmp_path / "local"), **FAST)
-    stage_run(local)
+    run_all(local)
     store = run_store(local)
     assert not store.exists("ray")  # nothing Ray-specific in the run folder either way
     summary = store.read_frame(layout.SUMMARY)
@@ -164,7 +166,7 @@ def synthetic_run(tmp_path_factory, tiny_config):
                       baselines={"catchment_wise": True, "catchment_wise_epochs": 1,
                                  "catchment_wise_hidden_size": 8,
                                  "catchment_wise_max_basins": 2})
-    stage_run(cfg)
+    run_all(cfg)
     return cfg, run_store(cfg)
 
 
@@ -213,7 +215,7 @@ def test_failing_catchment_is_recorded_and_retried(synthetic_run, capsys) -> Non
         partitions.write_partition(store, layout.ENCODED, bad, table, stamp)
         store.delete(layout.partition_dir(layout.PREDICTIONS, bad), recursive=True)
         capsys.readouterr()
-        summary = stage_decode(cfg, session)
+        summary = decode.run(cfg, session).summary
         err = capsys.readouterr().err
         assert f"decode: catchment {bad} failed: ValueError: only 0 observed training days" \
             in err
@@ -228,7 +230,7 @@ def test_failing_catchment_is_recorded_and_retried(synthetic_run, capsys) -> Non
         assert read_timings(store)["decode"] == {
             **read_timings(store)["decode"], "catchments": 1, "failed": 1}
         assert _stamps(store, list(good)) == good
-        stage_report(cfg, session)
+        report_stage.run(cfg, session)
         report = store.read_text(layout.REPORT)
         assert "## Failed catchments (1)" in report
         assert f"- {bad} at decode (hybrid, regional): ValueError: only 0 observed" in report
@@ -237,7 +239,7 @@ def test_failing_catchment_is_recorded_and_retried(synthetic_run, capsys) -> Non
         session.close()
 
     # with a valid partition again, a rerun fits only the failed catchment
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     assert "decode: 1 of 4 catchments to fit (3 already done)" in capsys.readouterr().err
     assert outcome.exit_code == 0
     assert (outcome.summary.status == "done").all()
@@ -252,7 +254,7 @@ def test_failing_catchment_is_recorded_and_retried(synthetic_run, capsys) -> Non
 def test_real_catchments_end_to_end(caravan_dir, caravan_config, tmp_path) -> None:
     cfg = caravan_config(caravan_dir, REAL, store=str(tmp_path / "store"), hidden_size=8,
                          max_train_samples_per_epoch=1000, **FAST)
-    assert stage_run(cfg).exit_code == 0
+    assert run_all(cfg).exit_code == 0
     store = run_store(cfg)
     assert sorted(partitions.read_manifest(store, layout.ENCODED)["catchments"]) == REAL
     split = store.read_json(layout.SPLIT)
@@ -268,5 +270,5 @@ def test_real_catchments_end_to_end(caravan_dir, caravan_config, tmp_path) -> No
 def test_report_of_a_finished_run_writes_nothing(synthetic_run) -> None:
     cfg, store = synthetic_run
     before = _stamps(store, [layout.REPORT, *FIGURES])
-    assert stage_report(cfg) == store.uri(layout.REPORT)
+    assert report_stage.run(cfg).path == store.uri(layout.REPORT)
     assert _stamps(store, list(before)) == before

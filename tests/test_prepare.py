@@ -12,8 +12,9 @@ import pyarrow.dataset as pads
 import pytest
 
 from hybrid.config import config_from_dict, load_config
+from hybrid.data.catalog import load_attributes, load_catchment
 from hybrid.errors import ConfigError, DataError
-from hybrid.stages.prepare import dataset_for, load_attributes, load_catchment, prepare
+from hybrid.stages.prepare import dataset_for, prepare
 from hybrid.store import layout, partitions
 from hybrid.store.runs import open_run
 from hybrid.store.storage import Store, open_store

@@ -13,7 +13,8 @@ import pytest
 from hybrid.errors import ConfigError, SkipCatchment
 from hybrid.execution import ray_executor as cluster
 from hybrid.execution.runner import Context
-from hybrid.pipeline import Session, stage_encode, stage_prepare, stage_pretrain
+from hybrid.execution.session import Session
+from hybrid.stages import encode, prepare, pretrain
 from hybrid.stages.encode import encode_one, setup_encoder
 from hybrid.store import layout, partitions
 from hybrid.store.runs import read_timings, run_store
@@ -29,15 +30,16 @@ def test_encoder_host_pretrains_and_encodes_to_s3(ray_local, s3_bucket, tiny_con
                                  "encode_in_flight": 2})
     session = Session.open(cfg)
     try:
-        stage_prepare(cfg, session)
+        prepare.run(cfg, session)
         store = run_store(cfg)
         assert store.uri().startswith("s3://")
         gauges = sorted(partitions.read_manifest(store, layout.CATCHMENTS)["catchments"])
-        info = stage_pretrain(cfg, session)
+        info = pretrain.run(cfg, session).details
         assert info["device"] == "cpu" and info["best_epoch"] == 1
         assert store.exists(layout.FINAL) and store.exists("checkpoints/epoch-001.pt")
-        assert stage_pretrain(cfg, session) == {}  # done: no second training
-        result = stage_encode(cfg, session)
+        assert pretrain.run(cfg, session).details == {}  # done: no second training
+        encode.run(cfg, session)
+        result = session.results["encode"]
     finally:
         session.close()
     store.invalidate()
@@ -66,7 +68,7 @@ def test_encoder_host_pretrains_and_encodes_to_s3(ray_local, s3_bucket, tiny_con
         ray_local.kill(host, no_restart=False)
         again = list(executor.map(encode_one, setup_encoder, context, gauges[2:3], "encoder"))
         assert again[0][2] is None, again
-        assert again[0][1]["records"][layout.ENCODED]["rows"] == store.read_table(
+        assert again[0][1].records[layout.ENCODED]["rows"] == store.read_table(
             layout.partition_key(layout.ENCODED, gauges[2])).num_rows
     finally:
         executor.close()

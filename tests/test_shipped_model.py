@@ -16,7 +16,7 @@ import yaml
 
 from hybrid.config import load_config
 from hybrid.errors import ConfigError
-from hybrid.pipeline import stage_run
+from hybrid.stages import run_all
 from hybrid.store import layout
 from hybrid.store.runs import run_store
 
@@ -63,7 +63,7 @@ def test_fine_tuning_real_catchments_with_the_shipped_encoder(caravan_dir, tmp_p
     every = sorted(p.stem for p in (caravan_dir / "timeseries" / "csv" / "camels").glob("*.csv"))
     new = [g for g in every if g not in set(train)][:2]
     cfg = _config(caravan_dir, tmp_path / "runs", IN_TRAINING + new)
-    outcome = stage_run(cfg)
+    outcome = run_all(cfg)
     assert outcome.exit_code == 0
     summary = outcome.summary
     assert (summary.status == "done").all()
@@ -81,5 +81,5 @@ def test_other_inputs_than_the_shipped_encoder_are_refused(caravan_dir, tmp_path
     cfg = _config(caravan_dir, tmp_path / "runs", IN_TRAINING,
                   dynamic_inputs=["total_precipitation_sum", "temperature_2m_mean"])
     with pytest.raises(ConfigError, match=r"^dynamic_inputs: .*differs from the base run's"):
-        stage_run(cfg)
+        run_all(cfg)
     assert not (tmp_path / "runs").exists()

@@ -16,10 +16,13 @@ import pytest
 import torch
 
 import hybrid.encoder.trainer as training
+from hybrid.data.catalog import load_attributes, load_catchment, split_catchments
 from hybrid.data.windows import CatchmentArrays, Scaler, WindowSampler
 from hybrid.encoder import checkpoints as ckpt
-from hybrid.encoder.trainer import Trainer, split_catchments, train_regional
-from hybrid.stages.prepare import load_attributes, load_catchment, prepare
+from hybrid.encoder.losses import MaskedMSE, NSELoss, nse_weights
+from hybrid.encoder.trainer import Trainer, train_regional
+from hybrid.errors import ConfigError
+from hybrid.stages.prepare import prepare
 from hybrid.store import layout
 from hybrid.store.runs import open_run
 from hybrid.store.storage import Store
@@ -157,7 +160,7 @@ def test_split_is_drawn_by_seed(tmp_path: Path, tiny_config) -> None:
     others = [split_catchments(gauges, cfg.replace(seed=s)) for s in (1, 2, 3)]
     assert any(o != a for o in others)
     assert split_catchments(gauges, cfg.replace(n_train_basins=5))["train"].__len__() == 5
-    with pytest.raises(training.ConfigError, match="n_train_basins: 21 .* only 20"):
+    with pytest.raises(ConfigError, match="n_train_basins: 21 .* only 20"):
         split_catchments(gauges, cfg.replace(n_train_basins=21))  # refused, not clamped
 
 
@@ -314,7 +317,7 @@ def test_damaged_final_checkpoint_is_one_line_that_says_what_to_do(tmp_path: Pat
 
 
 def test_one_masked_loss_for_training_and_validation() -> None:
-    loss = training.MaskedMSE()
+    loss = MaskedMSE()
     y_hat = torch.tensor([[1.0, 2.0, 3.0]])
     y = torch.tensor([[2.0, math.nan, 5.0]])
     total, count = loss(y_hat, y)
@@ -324,20 +327,17 @@ def test_one_masked_loss_for_training_and_validation() -> None:
 
 
 def test_nse_loss_weighs_each_catchment_by_its_spread() -> None:
-    from hybrid.encoder.trainer import MaskedLoss
-
     weights = np.array([1.0, 4.0])
-    loss = MaskedLoss(weights)
+    loss = NSELoss(weights)
     y_hat = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
     y = torch.tensor([[0.0, 0.0], [0.0, math.nan]])
     total, count = loss(y_hat, y, torch.tensor([0, 1]))
     assert float(total) == 1.0 + 1.0 + 4.0 and int(count) == 3
-    assert float(MaskedLoss()(y_hat, y)[0]) == 3.0  # unweighted without owners or weights
+    assert float(loss(y_hat, y)[0]) == 3.0  # unweighted without owners
+    assert float(MaskedMSE()(y_hat, y, torch.tensor([0, 1]))[0]) == 3.0  # MSE weighs nothing
 
 
 def test_nse_weights_follow_the_training_spread(tiny) -> None:
-    from hybrid.encoder.trainer import nse_weights
-
     y_flat = np.zeros(10, np.float32)
     y_wide = np.linspace(-2, 2, 10).astype(np.float32)
     dates = pd.date_range("2000-01-01", periods=10)

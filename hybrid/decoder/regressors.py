@@ -5,6 +5,11 @@ the paper's choice; extra trees and histogram gradient boosting are cheaper alte
 comparing. The random forest's defaults come from a measured Pareto front on real CAMELS
 catchments (``benchmarks/bench_rf_pareto.py``, BENCHMARKS.md); the paper's TF-DF settings (300
 trees, depth 16) cost about 44x the fit time for the same NSE.
+
+Adding a decoder is one function and one line: write ``_my_decoder(n_jobs, seed, params)``
+returning an unfitted scikit-learn regressor (project defaults overridden by ``params``, the
+config's ``decoder.params``), and add ``"my_decoder": _my_decoder`` to ``_DECODERS``. The config
+then accepts ``decoder: {name: my_decoder}`` and checks its params before any work.
 """
 
 from __future__ import annotations

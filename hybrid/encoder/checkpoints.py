@@ -108,3 +108,11 @@ def load_trained(store: Store, device: str = "cpu", key: str = layout.FINAL) -> 
     model.to(device).eval()
     return TrainedModel(model, scaler, obj["split"], obj.get("best_epoch", -1),
                         obj.get("history", []), sha256(data), obj.get("config"))
+
+
+def model_sha(store: Store, key: str = layout.FINAL) -> str:
+    """The identity of the run's trained model: the sha256 of its final checkpoint, which every
+    partition made from it carries, so features of another model are never trusted."""
+    if not store.exists(key):
+        raise StoreError(f"no trained model at {store.uri(key)}: run `hybrid pretrain` first")
+    return sha256(store.read_bytes(key))

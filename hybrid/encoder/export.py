@@ -73,13 +73,7 @@ def _sum(history: pd.DataFrame, column: str) -> float:
 
 
 def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) -> str:
-    summary = run.read_frame(layout.SUMMARY)
     history = pd.DataFrame(final.get("history") or [])
-    timings = read_timings(run)
-    pretrain = timings.get("pretrain", {})
-    best = final.get("best_epoch")
-    hp = final["hparams"]
-    scaler = final["scaler"]
     lines = [
         f"# Model card: `{cfg.run_id}`",
         "",
@@ -87,6 +81,18 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         "`base_run:` pointing at this folder. Written by `hybrid export` from the run's own "
         "outputs.",
         "",
+        *_data_section(cfg, final, final["scaler"]),
+        *_model_section(cfg, final, history, digest),
+        *_skill_section(cfg, run.read_frame(layout.SUMMARY)),
+        *_cost_section(history, read_timings(run)),
+        *_reproduce_section(cfg, command),
+        *_reuse_section(),
+    ]
+    return "\n".join(lines)
+
+
+def _data_section(cfg: Config, final: dict, scaler: dict) -> list[str]:
+    return [
         "## Data",
         "",
         f"- Dataset `{cfg.dataset}`; dynamic inputs {', '.join(scaler['dynamic_inputs'])}; "
@@ -101,6 +107,13 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         f"{cfg.test_start_date}..{cfg.test_end_date}. Normalisation statistics come from the "
         "training period of the training catchments and travel in the checkpoint.",
         "",
+    ]
+
+
+def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str) -> list[str]:
+    hp = final["hparams"]
+    best = final.get("best_epoch")
+    return [
         "## Model",
         "",
         f"- LSTM, hidden size {hp['hidden_size']}, {hp['num_layers']} layer(s), dropout "
@@ -114,6 +127,11 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
            if "validation_nse" in history and len(history) else "") + ".",
         f"- Checkpoint sha256 `{digest}`.",
         "",
+    ]
+
+
+def _skill_section(cfg: Config, summary: pd.DataFrame) -> list[str]:
+    return [
         "## Skill on the test period",
         "",
         "Median over catchments of the run that made it (the hybrid fits one random forest per "
@@ -123,6 +141,12 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         "",
         *_medians(summary),
         "",
+    ]
+
+
+def _cost_section(history: pd.DataFrame, timings: dict) -> list[str]:
+    pretrain = timings.get("pretrain", {})
+    return [
         "## Cost and hardware",
         "",
         # from the epochs' own records: a resumed training's last pass is only its tail
@@ -137,12 +161,22 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         f"(commit {provenance()['git_commit']}); exported "
         f"{dt.date.today().isoformat()}.",
         "",
+    ]
+
+
+def _reproduce_section(cfg: Config, command: str) -> list[str]:
+    return [
         "## Reproduce",
         "",
         "```bash",
         command or f"hybrid run --config <the config of run {cfg.run_id}>",
         "```",
         "",
+    ]
+
+
+def _reuse_section() -> list[str]:
+    return [
         "## Reuse",
         "",
         "Point a run config's `base_run` at this folder: the run skips pre-training and "
@@ -152,4 +186,3 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         "example.",
         "",
     ]
-    return "\n".join(lines)

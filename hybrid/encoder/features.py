@@ -27,12 +27,15 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from hybrid.config import Config
+from hybrid.config import ENCODERS, Config
+from hybrid.data.catalog import load_attributes
 from hybrid.data.windows import CatchmentArrays, period_mask, valid_window_ends
-from hybrid.encoder.checkpoints import TrainedModel
+from hybrid.encoder.checkpoints import TrainedModel, load_trained
+from hybrid.encoder.device import pick_device
 from hybrid.encoder.model import RegionalLSTM
 from hybrid.errors import ConfigError, SkipCatchment
 from hybrid.store.layout import feature_columns
+from hybrid.store.storage import Store
 
 SPLITS = ("train", "validation", "test")
 
@@ -131,7 +134,8 @@ def _cpu_threads(n: int):
         torch.set_num_threads(saved)
 
 
-ENCODERS = {"exact": encode_exact, "streaming": encode_streaming}
+#: the function behind each of the config's ``encoder`` names (``hybrid.config.ENCODERS``)
+ENCODE_FUNCTIONS = {"exact": encode_exact, "streaming": encode_streaming}
 
 
 def encoded_days(cfg: Config, arrays: CatchmentArrays) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +154,7 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
                      device: str = "cpu") -> pa.Table:
     """The encoded-features table of one catchment (see the module docstring for its schema)."""
     method = method or cfg.encoder
-    if method not in ENCODERS:
+    if method not in ENCODERS:  # a caller's own ``method``; the config's is checked on load
         raise ConfigError(f"encoder: expected one of {list(ENCODERS)}, got {method!r}")
     trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
     arrays = CatchmentArrays.build(gauge_id, frame, static_row, trained.scaler)
@@ -159,7 +163,7 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
         raise SkipCatchment(gauge_id, f"no day of the test period with {cfg.seq_length} days "
                                       "of finite inputs before it")
     options = {"batch_size": cfg.encode_batch_size} if method == "exact" else {}
-    hidden = ENCODERS[method](trained.model, arrays, days, cfg.seq_length, device=device,
+    hidden = ENCODE_FUNCTIONS[method](trained.model, arrays, days, cfg.seq_length, device=device,
                               **options)
     # The regional baseline is scored as it was trained: from windows started from zero
     # (``regional_head``). With streaming features that costs a pass over the test days only,
@@ -185,3 +189,12 @@ def encode_catchment(trained: TrainedModel, cfg: Config, gauge_id: str, frame: p
         columns[name] = pa.array(hidden[:, i])
     return pa.table(columns)
 
+
+
+def encoder_state(store: Store, cfg: Config, trained: TrainedModel | None = None) -> dict:
+    """What a worker that encodes needs, built once: the model on this worker's device and the
+    run's attribute table; inputs that differ from the model's are refused here, in one line."""
+    device = pick_device(cfg.device)
+    trained = trained or load_trained(store, device)
+    trained.scaler.check_inputs(cfg.dynamic_inputs, cfg.static_attributes)
+    return {"trained": trained, "device": device, "attributes": load_attributes(store)}

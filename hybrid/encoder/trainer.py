@@ -26,14 +26,16 @@ import pandas as pd
 import torch
 
 from hybrid.config import Config
+from hybrid.data.catalog import catchment_split, load_attributes, load_catchment
 from hybrid.data.windows import CatchmentArrays, Scaler, WindowSampler
 from hybrid.encoder import checkpoints as ckpt
+from hybrid.encoder.device import pick_device
+from hybrid.encoder.losses import MaskedMSE, make_loss
 from hybrid.encoder.model import RegionalLSTM
-from hybrid.errors import ConfigError, HybridError, StoreError
+from hybrid.errors import HybridError
 from hybrid.evaluation.metrics import nse
 from hybrid.logs import logger
 from hybrid.progress import Progress
-from hybrid.stages.prepare import load_attributes, load_catchment, usable_catchments
 from hybrid.store import layout
 from hybrid.store.runs import without_secrets
 from hybrid.store.storage import Store
@@ -41,94 +43,11 @@ from hybrid.store.storage import Store
 log = logger()
 
 
-def pick_device(requested: str) -> str:
-    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise HybridError("device: 'cuda' requested but torch sees no GPU")
-        return "cuda"
-    return "cpu"
-
-
-def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
-    """Training catchments drawn by seed (paper: 371 of 421); the rest are "new locations"."""
-    gauges = sorted(gauges)
-    n = cfg.n_train_basins if cfg.n_train_basins is not None \
-        else max(1, round(cfg.train_basin_fraction * len(gauges)))
-    if n > len(gauges):
-        raise ConfigError(f"n_train_basins: {n} training catchments asked for, but the run has "
-                          f"only {len(gauges)} usable catchments")
-    order = np.random.default_rng(cfg.seed).permutation(len(gauges))
-    train = sorted(gauges[i] for i in order[:n])
-    rest = sorted(gauges[i] for i in order[n:])
-    return {"train": train, "out_of_training": rest}
-
-
-def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
-    """The split recorded in the run (drawn once, then read back by every later stage)."""
-    if store.exists(layout.SPLIT):
-        split = store.read_json(layout.SPLIT)
-        try:
-            for part in ("train", "out_of_training"):
-                for gauge_id in split[part]:
-                    layout.check_gauge_id(gauge_id, store.uri(layout.SPLIT))
-        except (KeyError, TypeError, ValueError) as err:
-            raise StoreError(f"{store.uri(layout.SPLIT)} is damaged ({err}); delete the run "
-                             "folder's checkpoints to draw the split again") from None
-        return split
-    split = split_catchments(usable_catchments(store), cfg)
-    store.write_json(layout.SPLIT, split)
-    return split
-
-
 def hparams(cfg: Config, scaler: Scaler) -> dict:
     return {"n_dynamic": len(scaler.dynamic_inputs), "n_static": len(scaler.static_attributes),
             "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
             "output_dropout": cfg.output_dropout,
             "initial_forget_bias": cfg.initial_forget_bias}
-
-
-class MaskedLoss:
-    """Squared error over the observed targets of a batch (missing days carry no loss),
-    optionally weighted per catchment: NSE* (Kratzert et al. 2019) divides each catchment's
-    errors by (its target std + 0.1)^2, so a wet catchment's large errors do not drown the dry
-    ones. The same object scores training and validation.
-
-    ``__call__`` returns the sum and the count separately, so an epoch's validation loss is the
-    mean over every observed target, not a mean of batch means.
-    """
-
-    def __init__(self, weights: np.ndarray | None = None) -> None:
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
-
-    def __call__(self, y_hat: torch.Tensor, y: torch.Tensor,
-                 owners: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = torch.isfinite(y)
-        diff = torch.where(mask, y_hat - torch.nan_to_num(y), torch.zeros_like(y_hat))
-        squared = diff ** 2
-        if self.weights is not None and owners is not None:
-            squared = squared * self.weights.to(y.device)[owners].unsqueeze(-1)
-        return squared.sum(), mask.sum()
-
-    def mean(self, y_hat: torch.Tensor, y: torch.Tensor,
-             owners: torch.Tensor | None = None) -> torch.Tensor:
-        total, count = self(y_hat, y, owners)
-        return total / count.clamp(min=1)
-
-
-#: the plain loss, for callers that weigh nothing
-MaskedMSE = MaskedLoss
-
-
-def nse_weights(arrays: list[CatchmentArrays], start, end) -> np.ndarray:
-    """1 / (std + 0.1)^2 of each catchment's standardised target over [start, end]."""
-    from hybrid.data.windows import period_mask
-
-    stds = []
-    for c in arrays:
-        y = c.y[period_mask(c.dates, start, end)]
-        y = y[np.isfinite(y)]
-        stds.append(float(y.std()) if len(y) > 1 else 1.0)
-    return 1.0 / (np.asarray(stds) + 0.1) ** 2
 
 
 @dataclass
@@ -163,13 +82,29 @@ class Trainer:
         self.say = (lambda *_: None) if quiet else log.info
         self.quiet = quiet
         self.folder = checkpoint_folder
+        self.fine_tuning = init is not None
+        self.budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else math.inf
+        self.state = TrainState(history=[])
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
-        attributes = load_attributes(data)
+        self.initialize_training(init)
+
+    def initialize_training(self, init: ckpt.TrainedModel | None) -> None:
+        """The set-up in named steps, each one a hook a variant of the trainer may override."""
+        arrays = self._get_data(init)
+        self.loss = self._get_loss(arrays)
+        self.model = self._get_model(init)
+        self.optimizer = self._get_optimizer()
+        self.scheduler = self._get_scheduler()
+
+    def _get_data(self, init: ckpt.TrainedModel | None) -> list[CatchmentArrays]:
+        """The scaler (fitted here, or kept from the model being fine-tuned) and the windows."""
+        cfg, split = self.cfg, self.split
+        attributes = load_attributes(self.data)
         # the store's latency, not the CPU, bounds reading hundreds of partitions: overlap it
         with ThreadPoolExecutor(min(16, max(1, len(split["train"])))) as pool:
-            frames = dict(zip(split["train"], pool.map(lambda g: load_catchment(data, g),
-                                                       split["train"])))
+            frames = dict(zip(split["train"], pool.map(
+                lambda g: load_catchment(self.data, g), split["train"])))
         if init is not None:  # fine-tuning keeps the regional model's normalisation
             self.scaler = init.scaler
         else:
@@ -192,19 +127,24 @@ class Trainer:
                               f"between {cfg.train_start_date} and {cfg.train_end_date}")
         self.val_idx = _validation_subset(self.valid_windows, cfg.max_validation_samples,
                                           cfg.seed)
-        weights = nse_weights(arrays, cfg.train_start_date, cfg.train_end_date) \
-            if cfg.loss == "nse" else None
-        self.loss = MaskedLoss(weights)
-        torch.manual_seed(cfg.seed)
-        self.model = RegionalLSTM.from_hparams(hparams(cfg, self.scaler)).to(self.device)
+        return arrays
+
+    def _get_loss(self, arrays: list[CatchmentArrays]) -> MaskedMSE:
+        return make_loss(self.cfg, arrays)
+
+    def _get_model(self, init: ckpt.TrainedModel | None) -> RegionalLSTM:
+        torch.manual_seed(self.cfg.seed)
+        model = RegionalLSTM.from_hparams(hparams(self.cfg, self.scaler)).to(self.device)
         if init is not None:
-            self.model.load_state_dict(init.model.state_dict())
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, factor=0.5, patience=cfg.lr_patience)
-        self.state = TrainState(history=[])
-        self.fine_tuning = init is not None
-        self.budget = cfg.max_train_minutes * 60 if cfg.max_train_minutes else math.inf
+            model.load_state_dict(init.model.state_dict())
+        return model
+
+    def _get_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.learning_rate)
+
+    def _get_scheduler(self):
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, factor=0.5, patience=self.cfg.lr_patience)
 
     # ----------------------------------------------------------------------- the steps
     def restore(self) -> bool:

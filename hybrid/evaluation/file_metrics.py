@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hybrid.errors import DataError
-from hybrid.evaluation.metrics import compute_all
+from hybrid.evaluation.scoring import metric_row
 
 
 def read_any(url: str) -> pd.DataFrame:
@@ -54,10 +54,8 @@ def score_table(frame: pd.DataFrame, obs: str, sims: list[str] | None, source: s
         else [("all", frame)]
     rows = []
     for gauge_id, part in groups:
-        o = part[obs].to_numpy(dtype=float)
         for sim in sims:
-            rows.append({"gauge_id": gauge_id, "model": sim,
-                         **compute_all(o, part[sim].to_numpy(dtype=float))})
+            rows.append(metric_row(part[obs], part[sim], {"gauge_id": gauge_id, "model": sim}))
     return pd.DataFrame(rows)
 
 

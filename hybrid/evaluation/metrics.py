@@ -14,6 +14,12 @@ with the hybrid LSTM-RF paper:
   bugs raise ``ValueError``: mismatched shapes, non-1-D input, thresholds out of range.
 
 ``METRICS`` maps stable lowercase names to the functions; ``compute_all`` evaluates all of them.
+
+Adding a metric is one function and one line: write ``my_metric(obs, sim) -> float`` under
+``@_quiet`` using ``_valid`` for the pairwise mask (return ``NAN`` where undefined), and add
+``"my_metric": my_metric`` to ``METRICS``. It then reaches every table through
+``hybrid.evaluation.scoring.metric_row``, the summary gets its column, and a run's next pass
+re-scores its catchments (the metrics partitions record which metrics they hold).
 """
 
 from __future__ import annotations
@@ -174,13 +180,10 @@ def alpha_nse(obs: ArrayLike, sim: ArrayLike) -> float:
     This is the KGE-2009 alpha, reported on its own as NeuralHydrology's "Alpha-NSE"; 1 is ideal,
     below 1 means the simulation is too smooth.
     """
-    pair = _valid(obs, sim)
-    if pair is None:
+    spread = _with_spread(obs, sim)
+    if spread is None:
         return NAN
-    o, s = pair
-    so = o.std()
-    if so == 0.0:
-        return NAN
+    o, s, so = spread
     return float(s.std() / so)
 
 
@@ -192,14 +195,21 @@ def beta_nse(obs: ArrayLike, sim: ArrayLike) -> float:
     ratio mean(sim)/mean(obs): it is 0 when unbiased and positive when the simulation is too wet,
     and stays defined for catchments whose mean flow is near zero.
     """
+    spread = _with_spread(obs, sim)
+    if spread is None:
+        return NAN
+    o, s, so = spread
+    return float((s.mean() - o.mean()) / so)
+
+
+def _with_spread(obs: ArrayLike, sim: ArrayLike) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """The valid pairs and the observed std, or None where either is unusable (NaN then)."""
     pair = _valid(obs, sim)
     if pair is None:
-        return NAN
+        return None
     o, s = pair
-    so = o.std()
-    if so == 0.0:
-        return NAN
-    return float((s.mean() - o.mean()) / so)
+    so = float(o.std())
+    return None if so == 0.0 else (o, s, so)
 
 
 def _kge_parts(obs: ArrayLike, sim: ArrayLike) -> tuple[float, float, float, float, float] | None:

@@ -16,19 +16,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from hybrid.config import Config  # noqa: E402
+from hybrid.errors import StoreError  # noqa: E402
 from hybrid.evaluation.summary import headline  # noqa: E402
 from hybrid.store import layout, partitions  # noqa: E402
 from hybrid.store.provenance import sha256  # noqa: E402
 from hybrid.store.runs import read_timings  # noqa: E402
 from hybrid.store.storage import Store  # noqa: E402
 
-COLORS = {"regional": "tab:blue", "hybrid": "tab:orange", "catchment_wise": "tab:green",
-          "finetuned": "tab:purple"}
+COLORS = {layout.REGIONAL: "tab:blue", layout.HYBRID: "tab:orange",
+          layout.CATCHMENT_WISE: "tab:green", layout.FINETUNED: "tab:purple"}
 #: units of the targets of the supported datasets (all area-normalised except one)
 UNITS = {"streamflow": "mm/d", "QObs(mm/d)": "", "discharge_spec_obs": "mm/d",
          "discharge_vol_obs": "m3/s"}
-STAGE_ORDER = ["prepare", "pretrain", "encode", "catchment_wise", "finetuned", "decode",
-               "score"]
 NSE_FLOOR = -1.0
 
 
@@ -140,28 +139,14 @@ def plot_training(history: pd.DataFrame, store: Store, loss: str = "mse") -> str
 
 
 def write_report(store: Store, cfg: Config) -> str:
-    summary_bytes = store.read_bytes(layout.SUMMARY) if store.exists(layout.SUMMARY) else None
-    if summary_bytes is None:
-        partitions.require_manifest(store, layout.SUMMARY_DIR, "decode")
-    digest = sha256(summary_bytes)
-    marker = f"<!-- summary sha256 {digest} -->"
+    summary_bytes = _summary_bytes(store)
+    marker = f"<!-- summary sha256 {sha256(summary_bytes)} -->"
     if store.exists(layout.REPORT) and store.read_text(layout.REPORT).startswith(marker):
         return store.uri(layout.REPORT)  # up to date: nothing to write
     summary = pd.read_parquet(io.BytesIO(summary_bytes))
     agg = store.read_frame(layout.AGGREGATE)
     done = summary[summary.status == "done"]
-    keys = [layout.PARTITION_KEY, "status", "stage", "error"]
-    not_done = summary[summary.status != "done"].groupby(keys, sort=True)["model"].agg(
-        lambda models: ", ".join(sorted(models))).reset_index()
-    figures = [f"![NSE distribution]({plot_nse_cdf(done, store, cfg)})"]
-    if {"regional", "hybrid"} <= set(done.model):
-        figures.append(f"![hybrid vs regional]({plot_scatter(done, store, cfg)})")
-    hydro, picked = plot_hydrographs(done, store, cfg)
     history = store.read_frame(layout.HISTORY) if store.exists(layout.HISTORY) else None
-    if history is not None:
-        curve = plot_training(history, store, cfg.loss)
-        figures += ["", "Training of the regional LSTM (per epoch):", "",
-                    f"![training curve]({curve})"]
     n_done = done[layout.PARTITION_KEY].nunique()
     lines = [
         marker,
@@ -187,23 +172,66 @@ def write_report(store: Store, cfg: Config) -> str:
         "",
         "## Figures",
         "",
-        *figures,
+        *_figures(done, history, store, cfg),
+        *_timing_lines(store, history),
+        *_unfinished_lines(summary),
+        "", "Data: [`../summary/summary.parquet`](../summary/summary.parquet) (one row per "
+            "catchment x model), [`../summary/aggregate.parquet`]"
+            "(../summary/aggregate.parquet).", "",
     ]
+    store.write_text(layout.REPORT, "\n".join(lines))
+    return store.uri(layout.REPORT)
+
+
+def _summary_bytes(store: Store) -> bytes:
+    """The summary file, or one line saying which command makes it."""
+    if store.exists(layout.SUMMARY):
+        return store.read_bytes(layout.SUMMARY)
+    manifest = layout.manifest_key(layout.SUMMARY_DIR)
+    if store.exists(manifest):
+        raise StoreError(f"{store.uri(layout.SUMMARY)} is missing although its manifest is "
+                         "there: rerun `hybrid decode` to write it again")
+    raise StoreError(f"{store.uri(manifest)} not found: run `hybrid decode` first")
+
+
+def _figures(done: pd.DataFrame, history: pd.DataFrame | None, store: Store, cfg: Config
+             ) -> list[str]:
+    figures = [f"![NSE distribution]({plot_nse_cdf(done, store, cfg)})"]
+    if set(layout.CORE_MODELS) <= set(done.model):
+        figures.append(f"![hybrid vs regional]({plot_scatter(done, store, cfg)})")
+    if history is not None:
+        curve = plot_training(history, store, cfg.loss)
+        figures += ["", "Training of the regional LSTM (per epoch):", "",
+                    f"![training curve]({curve})"]
+    hydro, picked = plot_hydrographs(done, store, cfg)
     if hydro:
-        lines += ["", f"Hydrographs of the worst, median and best catchment by hybrid NSE "
-                      f"({', '.join(picked)}):", "", f"![hydrographs]({hydro})"]
+        figures += ["", f"Hydrographs of the worst, median and best catchment by hybrid NSE "
+                        f"({', '.join(picked)}):", "", f"![hydrographs]({hydro})"]
+    return figures
+
+
+def _timing_lines(store: Store, history: pd.DataFrame | None) -> list[str]:
     timings = read_timings(store)
-    if timings:
-        lines += ["", "## Stage wall times", ""]
-        ordered = sorted(timings.items(), key=lambda kv: STAGE_ORDER.index(kv[0])
-                         if kv[0] in STAGE_ORDER else len(STAGE_ORDER))
-        lines += [f"- {stage}: {t['seconds']:.1f} s" for stage, t in ordered]
-        lines += [f"- total: {sum(t['seconds'] for _, t in ordered):.1f} s (each stage's last "
-                  "pass)"]
-        # a resumed training's last pass is only its tail
-        if history is not None and "seconds" in history:
-            lines += [f"- training of the regional LSTM over all passes: "
-                      f"{history['seconds'].sum():.0f} s in {len(history)} epochs"]
+    if not timings:
+        return []
+    order = layout.STAGE_ORDER
+    ordered = sorted(timings.items(), key=lambda kv: order.index(kv[0])
+                     if kv[0] in order else len(order))
+    lines = ["", "## Stage wall times", ""]
+    lines += [f"- {stage}: {t['seconds']:.1f} s" for stage, t in ordered]
+    lines += [f"- total: {sum(t['seconds'] for _, t in ordered):.1f} s (each stage's last pass)"]
+    # a resumed training's last pass is only its tail
+    if history is not None and "seconds" in history:
+        lines += [f"- training of the regional LSTM over all passes: "
+                  f"{history['seconds'].sum():.0f} s in {len(history)} epochs"]
+    return lines
+
+
+def _unfinished_lines(summary: pd.DataFrame) -> list[str]:
+    keys = [layout.PARTITION_KEY, "status", "stage", "error"]
+    not_done = summary[summary.status != "done"].groupby(keys, sort=True)["model"].agg(
+        lambda models: ", ".join(sorted(models))).reset_index()
+    lines = []
     for status in ("failed", "skipped"):
         part = not_done[not_done.status == status]
         if len(part):
@@ -211,8 +239,4 @@ def write_report(store: Store, cfg: Config) -> str:
                           f"({part[layout.PARTITION_KEY].nunique()})", ""]
             lines += [f"- {getattr(r, layout.PARTITION_KEY)} at {r.stage} ({r.model}): "
                       f"{r.error}" for r in part.itertuples()]
-    lines += ["", "Data: [`../summary/summary.parquet`](../summary/summary.parquet) (one row per "
-                  "catchment x model), [`../summary/aggregate.parquet`]"
-                  "(../summary/aggregate.parquet).", ""]
-    store.write_text(layout.REPORT, "\n".join(lines))
-    return store.uri(layout.REPORT)
+    return lines

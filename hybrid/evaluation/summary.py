@@ -17,10 +17,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from hybrid.config import Config
 from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
+from hybrid.evaluation.scoring import enabled_baselines
+from hybrid.execution.runner import StageResult
+from hybrid.logs import flush_run_logs, logger
 from hybrid.store import layout, partitions
-from hybrid.store.provenance import provenance
+from hybrid.store.provenance import config_hash, provenance
 from hybrid.store.storage import Store, table_bytes
+
+log = logger()
 
 HEADLINE = ("nse", "kge_2012", "kge_2009")
 AGGREGATE_COLUMNS = ["model", "group", "metric", "n", "median", "mean", "q25", "q75"]
@@ -120,11 +126,6 @@ def _worst(statuses: pd.Series) -> str:
     return "done"
 
 
-def read_summary(store: Store) -> pd.DataFrame:
-    partitions.require_manifest(store, layout.SUMMARY_DIR, "decode")
-    return store.read_frame(layout.SUMMARY)
-
-
 def headline(agg: pd.DataFrame) -> str:
     """Median NSE / KGE-2012 per model and group, as lines for logs and the report."""
     if agg.empty:
@@ -140,8 +141,62 @@ def headline(agg: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def catchment_statuses(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per catchment that did not finish: gauge id, status, stage, reason."""
-    bad = summary[summary["status"] != "done"]
-    return bad.drop_duplicates([layout.PARTITION_KEY, "status", "stage", "error"])[
-        [layout.PARTITION_KEY, "model", "status", "stage", "error"]]
+def summarise_run(store: Store, cfg: Config, train: set[str], scored: StageResult,
+                  results: dict[str, StageResult]) -> pd.DataFrame:
+    """The summary after a scoring pass: rows this command's passes returned (the decode pass,
+    then the scoring pass, which wins), the rest of ``scored``'s catchments read back."""
+    latest: dict[str, list[dict]] = {}
+    for result in (results.get("decode"), scored):
+        for gauge_id in (result.ran if result else []):
+            if gauge_id in result.done and result.done[gauge_id].rows:
+                latest[gauge_id] = result.done[gauge_id].rows
+    rows = [row for gauge_id in sorted(latest) for row in latest[gauge_id]]
+    earlier = read_metric_rows(store, [g for g in scored.done if g not in latest])
+    return build_summary(store, cfg, train, rows, earlier, results)
+
+
+def build_summary(store: Store, cfg: Config, train: set[str], rows: list[dict],
+                  earlier: pd.DataFrame, results: dict[str, StageResult]) -> pd.DataFrame:
+    """Every catchment of the run, finished or not, into ``summary/``: the first stage that
+    skipped or failed a catchment gives its status row."""
+    statuses: list[dict] = []
+    stopped: set[str] = set()
+    stages = [(stage, folder, list(layout.CORE_MODELS)) for stage, folder in (
+        ("prepare", layout.CATCHMENTS), ("encode", layout.ENCODED),
+        ("decode", layout.PREDICTIONS), ("score", layout.METRICS))]
+    stages += [(m, layout.baseline_predictions(m), [m]) for m in enabled_baselines(cfg)]
+    for stage, folder, models in stages:
+        result = results.get(stage) or _from_manifest(store, stage, folder)
+        for status, entries in (("skipped", result.skipped), ("failed", result.failed)):
+            for gauge_id, reason in entries.items():
+                if gauge_id not in stopped:
+                    if stage not in layout.BASELINE_MODELS:
+                        stopped.add(gauge_id)
+                    statuses += status_rows(gauge_id, models, gauge_id in train, status, stage,
+                                            reason)
+    summary = collect(rows, earlier, statuses)
+    stamp = {"stage": "summary", "config": config_hash(cfg.to_dict())}
+    summary, agg = write_summary(store, summary, stamp)
+    log.info(f"summary: {store.uri(layout.SUMMARY)}\n{headline(agg)}")
+    _log_unfinished(summary)
+    flush_run_logs()
+    return summary
+
+
+def failed_catchments(summary: pd.DataFrame) -> list[str]:
+    return sorted(summary.loc[summary.status == "failed", layout.PARTITION_KEY].unique())
+
+
+def _log_unfinished(summary: pd.DataFrame) -> None:
+    counts = summary.drop_duplicates(layout.PARTITION_KEY)["status"].value_counts().to_dict()
+    failed = summary[summary.status == "failed"][layout.PARTITION_KEY].nunique()
+    skipped = summary[summary.status == "skipped"][layout.PARTITION_KEY].nunique()
+    if failed or skipped:
+        log.info(f"summary: {failed} catchment(s) failed, {skipped} skipped "
+                 f"({counts}); their reasons are in the summary's error column and the report")
+
+
+def _from_manifest(store: Store, stage: str, folder: str) -> StageResult:
+    manifest = partitions.read_manifest(store, folder) or {}
+    return StageResult(stage, skipped=dict(manifest.get("skipped") or {}),
+                       failed=dict(manifest.get("failed") or {}))

@@ -25,7 +25,8 @@ import ray
 
 from hybrid.config import Config
 from hybrid.errors import StoreError
-from hybrid.execution.runner import Context, Setup, Work
+from hybrid.execution.context import Context
+from hybrid.execution.executors import Setup, Work
 from hybrid.logs import logger
 from hybrid.store.storage import Store
 

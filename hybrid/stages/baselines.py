@@ -4,8 +4,8 @@ with the regional scaler, keeping its best epoch on the catchment's validation p
 "epoch 0" is the regional model unchanged).
 
 Both are the cost the hybrid is meant to avoid, so they are optional. Each is one unit of work
-per catchment on the same CPU nodes as the decoders, reusing ``hybrid.encoder.trainer.Trainer`` (no
-second training loop), and writes its test-period predictions to
+per catchment on the same CPU nodes as the decoders, reusing ``hybrid.encoder.trainer.Trainer``
+(no second training loop), and writes its test-period predictions to
 ``baselines/<model>/predictions/gauge_id=<id>/part-0.parquet``, which scoring joins.
 """
 
@@ -17,24 +17,56 @@ import numpy as np
 import pandas as pd
 
 from hybrid.config import Config
-from hybrid.encoder.checkpoints import load_trained
+from hybrid.data.catalog import encoded_catchments, load_attributes, load_catchment
+from hybrid.encoder.checkpoints import load_trained, model_sha
 from hybrid.encoder.features import encode_catchment
 from hybrid.encoder.trainer import Trainer
-from hybrid.execution.runner import CatchmentStage, Context
-from hybrid.stages.prepare import load_attributes, load_catchment
+from hybrid.execution.context import Context, WorkResult
+from hybrid.execution.runner import CatchmentStage, StageOutcome, run_stage
+from hybrid.execution.session import Session
 from hybrid.store import layout, partitions
 from hybrid.store.provenance import config_hash
 
-MODEL = "catchment_wise"
-FINETUNED = "finetuned"
+MODEL = layout.CATCHMENT_WISE
+FINETUNED = layout.FINETUNED
+
+
+def run(cfg: Config, session: Session | None = None) -> StageOutcome:
+    """The optional per-catchment LSTMs (the paper's costly comparison models)."""
+    b = cfg.baselines
+    if not (b.catchment_wise or b.finetune):
+        return StageOutcome("baselines")
+    session = Session.ensure(cfg, session)
+    cfg, store = session.cfg, session.store
+    gauges = encoded_catchments(store)
+    stages = []
+    if b.catchment_wise:
+        stages.append((catchment_wise_stage(cfg), b.catchment_wise_max_basins))
+    if b.finetune:
+        stages.append((finetune_stage(cfg, model_sha(store)), b.finetune_max_basins))
+    failed: list[str] = []
+    for stage, limit in stages:
+        todo = gauges[:limit] if limit is not None else gauges
+        result = run_stage(stage, Context.of(store, cfg), todo, session.executor)
+        session.timed(stage.name, result, task_seconds=float(sum(
+            result.done[g].records[stage.folder].get("fit_seconds", 0)
+            for g in result.ran if g in result.done)))
+        session.results[stage.name] = result
+        failed += result.failed
+    return StageOutcome("baselines", failed=sorted(set(failed)))
+
+
+def _site_config(cfg: Config, **changes) -> Config:
+    """A one-catchment training's config: the run's, with the baseline's own budget."""
+    return cfg.replace(n_train_basins=1, num_threads=0,
+                       max_train_samples_per_epoch=cfg.baselines.samples_per_epoch,
+                       max_validation_samples=None, max_train_minutes=None, **changes)
 
 
 def catchment_wise_config(cfg: Config) -> Config:
     b = cfg.baselines
-    return cfg.replace(hidden_size=b.catchment_wise_hidden_size, epochs=b.catchment_wise_epochs,
-                       patience=b.catchment_wise_patience, n_train_basins=1, num_threads=0,
-                       max_train_samples_per_epoch=b.samples_per_epoch,
-                       max_validation_samples=None, max_train_minutes=None)
+    return _site_config(cfg, hidden_size=b.catchment_wise_hidden_size,
+                        epochs=b.catchment_wise_epochs, patience=b.catchment_wise_patience)
 
 
 def baseline_stamp(cfg: Config, model: str) -> dict[str, str]:
@@ -42,7 +74,7 @@ def baseline_stamp(cfg: Config, model: str) -> dict[str, str]:
 
 
 def predict_test_period(context: Context, model: str, trained, site_cfg: Config,
-                        gauge_id: str, seconds: float, lineage: str = "") -> dict:
+                        gauge_id: str, seconds: float, lineage: str = "") -> WorkResult:
     """Write the model's test-period predictions (scored from exact windows, as the regional
     baseline is) and return the partition record."""
     frame = load_catchment(context.store, gauge_id)
@@ -57,10 +89,10 @@ def predict_test_period(context: Context, model: str, trained, site_cfg: Config,
         stamp["model"] = lineage
     record = partitions.write_partition(context.store, layout.baseline_predictions(model),
                                         gauge_id, predictions, stamp, info)
-    return {"records": {layout.baseline_predictions(model): {**record, **info}}}
+    return WorkResult({layout.baseline_predictions(model): {**record, **info}})
 
 
-def train_catchment_wise(context: Context, state: dict, gauge_id: str) -> dict:
+def train_catchment_wise(context: Context, state: dict, gauge_id: str) -> WorkResult:
     """Train one site-specific LSTM from scratch and write its test-period predictions."""
     started = time.monotonic()
     site_cfg = catchment_wise_config(context.cfg)
@@ -76,13 +108,11 @@ def train_catchment_wise(context: Context, state: dict, gauge_id: str) -> dict:
 
 def finetune_config(cfg: Config) -> Config:
     b = cfg.baselines
-    return cfg.replace(epochs=b.finetune_epochs, learning_rate=b.finetune_learning_rate,
-                       patience=b.finetune_patience, n_train_basins=1, num_threads=0,
-                       max_train_samples_per_epoch=b.samples_per_epoch,
-                       max_validation_samples=None, max_train_minutes=None)
+    return _site_config(cfg, epochs=b.finetune_epochs, learning_rate=b.finetune_learning_rate,
+                        patience=b.finetune_patience)
 
 
-def train_finetuned(context: Context, state: dict, gauge_id: str) -> dict:
+def train_finetuned(context: Context, state: dict, gauge_id: str) -> WorkResult:
     """Fine-tune the run's regional LSTM on one catchment and write its predictions."""
     started = time.monotonic()
     store = context.store

@@ -10,24 +10,30 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from hybrid.config import Config
-from hybrid.errors import DataError, HybridError, SkipCatchment
-from hybrid.logs import logger
-from hybrid.stages.prepare import (
+from hybrid.data.canonical import (
     PREPARE_THREADS,
     canonical_frame,
     dataset_for,
     prepare_attributes,
     resolve_basins,
 )
+from hybrid.data.catalog import check_train_count
+from hybrid.encoder.base_run import resolve
+from hybrid.errors import DataError, HybridError, SkipCatchment
+from hybrid.execution.runner import StageOutcome
+from hybrid.logs import logger
 from hybrid.store.runs import open_run
 
 log = logger()
 
 
+def run(cfg: Config, session: object = None) -> StageOutcome:
+    """``hybrid check``; it opens no session: nothing is written, not even to ``run.log``."""
+    return StageOutcome("check", details=check(cfg))
+
+
 def check(cfg: Config) -> dict:
     """Counts of usable, skipped and failing catchments (with the reasons), or an error."""
-    from hybrid.encoder.base_run import resolve
-
     cfg = resolve(cfg)  # a base run's inputs must match before anything else
     store = open_run(cfg, write=False)  # reachable, and not a different run under this id
     dataset = dataset_for(cfg)
@@ -62,7 +68,5 @@ def check(cfg: Config) -> dict:
              f"failing; run folder {store.uri()}")
     if not usable:
         raise HybridError("check: no usable catchment")
-    if cfg.n_train_basins is not None and cfg.n_train_basins > usable:
-        raise HybridError(f"n_train_basins: {cfg.n_train_basins} training catchments asked for, "
-                          f"but only {usable} catchments are usable")
+    check_train_count(cfg, usable)
     return {"usable": usable, "skipped": skipped, "failed": failed}

@@ -1,50 +1,64 @@
 """Stage 4, decode: one decoder per catchment, fitted on its own encoded training days.
 
-A plain function of (context, catchment) that reads only that catchment's encoded partition, so
-it runs the same in a test, in a serial loop, or as a Ray task on a remote node. Its output,
+The unit of work reads only that catchment's encoded partition, so it runs the same in a test,
+in a serial loop, or as a Ray task on a remote node. Its output,
 ``predictions/gauge_id=<id>/part-0.parquet`` (date, observed, regional, hybrid over the test
-period; ``hybrid.store.layout``), marks the catchment as decoded. Scoring those predictions is a
-separate step (``hybrid.stages.score``) that the pipeline runs in the same task, so adding a metric
-re-scores from the predictions without refitting a single forest.
+period; ``hybrid.store.layout``), marks the catchment as decoded; the same task then scores it
+(``hybrid.evaluation.scoring``: one read, one round trip). Catchments decoded by an earlier
+command are re-scored only when their metrics are missing or stale, and the summary is
+rewritten from every catchment of the run.
 """
 
 from __future__ import annotations
-
-import io
-import time
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from hybrid.config import Config
-from hybrid.decoder.regressors import make_decoder
+from hybrid.data.catalog import catchment_split, encoded_catchments
+from hybrid.decoder.fit import fit_predict, save_decoder
+from hybrid.encoder.checkpoints import model_sha
 from hybrid.errors import SkipCatchment
-from hybrid.execution.runner import CatchmentStage, Context
-from hybrid.stages.score import score_one
+from hybrid.evaluation.scoring import score_catchment, score_stamp, scoring_stage
+from hybrid.evaluation.summary import failed_catchments, summarise_run
+from hybrid.execution.context import Context, WorkResult
+from hybrid.execution.runner import CatchmentStage, StageOutcome, run_stage
+from hybrid.execution.session import Session
 from hybrid.store import layout, partitions
 from hybrid.store.provenance import config_hash
+
+
+def run(cfg: Config, session: Session | None = None) -> StageOutcome:
+    """Fit, predict and score every encoded catchment not yet done; rewrite the summary."""
+    session = Session.ensure(cfg, session)
+    cfg, store = session.cfg, session.store
+    gauges = encoded_catchments(store)
+    split = catchment_split(store, cfg)
+    sha = model_sha(store)
+    context = Context.of(store, cfg, in_training=frozenset(split["train"]),
+                         stamps={"decode": decode_stamp(cfg, sha), "score": score_stamp(cfg, sha)})
+    decoded = run_stage(decode_stage(cfg, sha), context, gauges, session.executor)
+    session.timed("decode", decoded)
+    fresh = {g for g in decoded.ran if g in decoded.done}
+    # a baseline made in this command changes the scoring of catchments decoded earlier
+    changed = [g for name in layout.BASELINE_MODELS if name in session.results
+               for g in session.results[name].ran if g not in fresh]
+    scored = run_stage(scoring_stage(cfg, sha), context,
+                       [g for g in gauges if g in decoded.done], session.executor,
+                       known={g: decoded.done[g].records[layout.METRICS] for g in fresh},
+                       force=changed)
+    session.timed("score", scored)
+    session.results.update(decode=decoded, score=scored)
+    summary = summarise_run(store, cfg, set(split["train"]), scored, session.results)
+    return StageOutcome("decode", failed=failed_catchments(summary), summary=summary)
 
 
 def decode_stamp(cfg: Config, model_sha: str) -> dict[str, str]:
     return {"stage": "decode", "config": config_hash(cfg.to_dict()), "model": model_sha}
 
 
-def fit_predict(features: np.ndarray, target: np.ndarray, test_features: np.ndarray,
-                cfg: Config, n_jobs: int) -> tuple[np.ndarray, Any, float]:
-    """Fit the configured decoder on rows with an observed target; predict the test rows."""
-    observed = np.isfinite(target)
-    if observed.sum() < 2:
-        raise ValueError(f"only {int(observed.sum())} observed training days")
-    model = make_decoder(cfg.decoder.name, cfg.decoder.params, n_jobs=n_jobs, seed=cfg.seed)
-    started = time.monotonic()
-    model.fit(features[observed], target[observed])
-    seconds = time.monotonic() - started
-    return model.predict(test_features).astype(np.float32), model, seconds
-
-
 def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
-                     node_id: str = "") -> dict[str, Any]:
+                     node_id: str = "") -> dict:
     """Fit, predict and write one catchment's predictions; returns the partition record."""
     cfg = context.cfg
     store = context.store
@@ -63,30 +77,26 @@ def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
     predictions = pd.DataFrame({
         "date": table.loc[test, "date"].to_numpy(),
         "observed": observed[test].astype(np.float32),
-        "regional": table.loc[test, "regional"].to_numpy(np.float32),
-        "hybrid": hybrid,
+        layout.REGIONAL: table.loc[test, layout.REGIONAL].to_numpy(np.float32),
+        layout.HYBRID: hybrid,
     })
     if cfg.decoder.keep_models:
-        import joblib
-
-        buf = io.BytesIO()
-        joblib.dump(model, buf, compress=3)
-        store.write_bytes(f"{layout.partition_dir(layout.DECODERS, gauge_id)}/model.joblib",
-                          buf.getvalue())
+        save_decoder(store, gauge_id, model)
     info = {"n_train": int(np.isfinite(observed[train]).sum()),
             "fit_seconds": round(fit_seconds, 4), "node_id": node_id}
     record = partitions.write_partition(store, layout.PREDICTIONS, gauge_id, predictions,
-                                        context.extra["decode_stamp"], info)
+                                        context.stamps["decode"], info)
     return {**record, **info}
 
 
-def decode_one(context: Context, state: dict, gauge_id: str) -> dict[str, Any]:
+def decode_one(context: Context, state: dict, gauge_id: str) -> WorkResult:
     """The pipeline's unit: decode, then score in the same task (one read, one round trip)."""
     n_jobs = int(context.cfg.resources.decoder_num_cpus)
-    record = decode_catchment(context, gauge_id, n_jobs, state.get("node_id", ""))
-    scored = score_one(context, state, gauge_id)
-    return {"records": {layout.PREDICTIONS: record, **scored["records"]},
-            "rows": scored["rows"]}
+    node_id = state.get("node_id", "")
+    record = decode_catchment(context, gauge_id, n_jobs, node_id)
+    scored = score_catchment(context, state, gauge_id)
+    return WorkResult({layout.PREDICTIONS: record, **scored.records}, rows=scored.rows,
+                      node_id=node_id)
 
 
 def decode_stage(cfg: Config, model_sha: str) -> CatchmentStage:

@@ -16,7 +16,6 @@ hybrid) and ``summary.parquet`` (metrics of the catchments with observations).
 from __future__ import annotations
 
 import datetime as dt
-import io
 import time
 
 import numpy as np
@@ -24,13 +23,24 @@ import pandas as pd
 import pyarrow as pa
 
 from hybrid.config import Config
+from hybrid.data.canonical import clean_values, dataset_for, window_start
+from hybrid.data.catalog import load_catchment
 from hybrid.data.windows import CatchmentArrays, period_mask, valid_window_ends
-from hybrid.encoder.features import encode_streaming, regional_head
-from hybrid.errors import ConfigError, SkipCatchment, StoreError
-from hybrid.evaluation.metrics import compute_all
-from hybrid.execution.runner import CatchmentStage, Context, StageResult, ThreadExecutor, run_stage
+from hybrid.decoder.fit import load_decoder
+from hybrid.encoder.checkpoints import model_sha
+from hybrid.encoder.features import encode_streaming, encoder_state, regional_head
+from hybrid.errors import ConfigError, SkipCatchment
+from hybrid.evaluation.scoring import metric_row
+from hybrid.execution.context import Context, WorkResult
+from hybrid.execution.executors import ThreadExecutor
+from hybrid.execution.runner import (
+    CatchmentStage,
+    StageOutcome,
+    StageResult,
+    run_stage,
+)
+from hybrid.execution.session import Session
 from hybrid.logs import logger
-from hybrid.stages.prepare import clean_values, dataset_for, load_catchment, window_start
 from hybrid.store import layout, partitions
 from hybrid.store.provenance import config_hash
 from hybrid.store.storage import Store
@@ -38,28 +48,68 @@ from hybrid.store.storage import Store
 log = logger()
 
 
+def run(cfg: Config, start: dt.date, end: dt.date, data_dir: str | None = None,
+        session: Session | None = None) -> StageOutcome:
+    """Regional and hybrid predictions of a finished run for [start, end]; the outcome's
+    summary holds the metrics of the catchments with observations in the period."""
+    if end < start:
+        raise ConfigError(f"--end {end} is before --start {start}")
+    session = Session.ensure(cfg, session)
+    cfg, store = session.cfg, session.store
+    if data_dir:
+        cfg = cfg.replace(data_dir=data_dir)
+    gauges = sorted(partitions.require_manifest(store, layout.PREDICTIONS, "decode")
+                    ["catchments"])
+    folder = period_folder(start, end)
+    started = time.monotonic()
+    inputs = None
+    if not _covered(store, cfg, gauges, start, end):
+        inputs = f"{folder}/inputs"
+        log.info(f"predict: {start}..{end} reaches beyond the days the run prepared: reading "
+                 f"the dataset again from {cfg.data_dir or cfg.dataset}")
+        reread_inputs(cfg, store, gauges, inputs, end)
+    stage = predict_stage(cfg, model_sha(store), folder, (start, end))
+    context = Context.of(store, cfg, period=(start.isoformat(), end.isoformat()),
+                         folder=folder, stamps={"predict": stage.stamp}, inputs=inputs)
+    result = run_stage(stage, context, gauges, session.executor)
+    if all(g in result.ran for g in result.done):
+        rows = [row for value in result.done.values() for row in value.rows]
+    else:  # some were predicted by an earlier command: score them all from their files
+        rows = score_folder(store, folder)
+    summary = summarise(store, folder, rows)
+    log_result(folder, store, summary, started)
+    return StageOutcome.of(result, summary=summary, path=store.uri(folder))
+
+
+def _covered(store: Store, cfg: Config, gauges: list[str], start: dt.date, end: dt.date
+             ) -> bool:
+    """Whether the run's own store holds every day the period's windows need."""
+    catchments = partitions.require_manifest(store, layout.CATCHMENTS, "prepare")["catchments"]
+    needed = (start - dt.timedelta(days=cfg.seq_length - 1)).isoformat()
+    return all(catchments[g].get("start", "9999") <= needed
+               and catchments[g].get("end", "0000") >= end.isoformat() for g in gauges)
+
+
+def setup_predictor(context: Context) -> dict:
+    return encoder_state(context.store, context.cfg)
+
+
 def period_folder(start: dt.date, end: dt.date) -> str:
     return f"{layout.PREDICT}/{start.isoformat()}_{end.isoformat()}"
 
 
-def decoder_key(gauge_id: str) -> str:
-    return f"{layout.partition_dir(layout.DECODERS, gauge_id)}/model.joblib"
-
-
 def _period_inputs(context: Context, gauge_id: str) -> pd.DataFrame:
     """The catchment's series for the period: the run's own store, or the re-read dataset."""
-    folder = context.extra.get("inputs")
+    folder = context.inputs
     if folder:
         return partitions.read_partition(context.store, folder, gauge_id).to_pandas() \
             .set_index("date")
     return load_catchment(context.store, gauge_id)
 
 
-def predict_one(context: Context, state: dict, gauge_id: str) -> dict:
-    import joblib
-
+def predict_one(context: Context, state: dict, gauge_id: str) -> WorkResult:
     cfg, store = context.cfg, context.store
-    start, end = (dt.date.fromisoformat(d) for d in context.extra["period"])
+    start, end = (dt.date.fromisoformat(d) for d in context.period)
     trained = state["trained"]
     frame = _period_inputs(context, gauge_id)
     static = state["attributes"].loc[gauge_id, trained.scaler.static_attributes].to_numpy()
@@ -75,12 +125,7 @@ def predict_one(context: Context, state: dict, gauge_id: str) -> dict:
                               device=state["device"])
     head = regional_head(trained.model, arrays, days, cfg.seq_length, cfg.predict_last_n,
                          cfg.encode_batch_size, state["device"])
-    key = decoder_key(gauge_id)
-    if not store.exists(key):
-        raise StoreError(f"{store.uri(key)} not found: this run's forests were not kept "
-                         "(decoder.keep_models: false); rerun with keep_models: true under a new "
-                         "run_id to predict other periods")
-    forest = joblib.load(io.BytesIO(store.read_bytes(key)))
+    forest = load_decoder(store, gauge_id)
     observed = frame[cfg.target].to_numpy(np.float64)[days]
     predictions = pd.DataFrame({
         "date": arrays.dates[days].values.astype("datetime64[ms]"),
@@ -88,16 +133,11 @@ def predict_one(context: Context, state: dict, gauge_id: str) -> dict:
         "regional": trained.scaler.denormalise(head).astype(np.float32),
         "hybrid": forest.predict(hidden).astype(np.float32),
     })
-    record = partitions.write_partition(store, f"{context.extra['folder']}/{layout.PREDICTIONS}",
-                                        gauge_id, predictions, context.extra["stamp"])
-    return {"records": {f"{context.extra['folder']}/{layout.PREDICTIONS}": record},
-            "rows": score_rows(gauge_id, predictions), "node_id": state.get("node_id", "")}
-
-
-def _setup(context: Context) -> dict:
-    from hybrid.stages.encode import setup_encoder
-
-    return setup_encoder(context)
+    folder = f"{context.folder}/{layout.PREDICTIONS}"
+    record = partitions.write_partition(store, folder, gauge_id, predictions,
+                                        context.stamps["predict"])
+    return WorkResult({folder: record}, rows=score_rows(gauge_id, predictions),
+                      node_id=state.get("node_id", ""))
 
 
 def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end: dt.date
@@ -107,7 +147,7 @@ def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end
     stamp = {"stage": "predict-inputs", "config": config_hash(cfg.to_dict()),
              "end": end.isoformat()}
 
-    def one(context: Context, state: dict, gauge_id: str) -> dict:
+    def one(context: Context, state: dict, gauge_id: str) -> WorkResult:
         raw = state["dataset"].load_timeseries(gauge_id)
         columns = [c for c in [*cfg.dynamic_inputs, cfg.target] if c in raw.columns]
         missing = [c for c in cfg.dynamic_inputs if c not in raw.columns]
@@ -117,14 +157,11 @@ def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end
         frame, _ = clean_values(cfg, gauge_id, raw[columns])
         frame = frame.astype("float32").loc[pd.Timestamp(first):pd.Timestamp(end)]
         frame = frame.reindex(pd.date_range(frame.index[0], frame.index[-1], name="date"))
-        return {"records": {folder: partitions.write_partition(
-            store, folder, gauge_id, pa.Table.from_pandas(frame.reset_index()), stamp)}}
+        return WorkResult({folder: partitions.write_partition(
+            store, folder, gauge_id, pa.Table.from_pandas(frame.reset_index()), stamp)})
 
-    from hybrid.execution.runner import CatchmentStage as Stage
-
-    stage = Stage("predict-inputs", folder, one, stamp, setup=lambda c: {"dataset":
-                                                                          dataset_for(cfg)},
-                  verb="read")
+    stage = CatchmentStage("predict-inputs", folder, one, stamp,
+                           setup=lambda c: {"dataset": dataset_for(cfg)}, verb="read")
     return run_stage(stage, Context.of(store, cfg), gauges, ThreadExecutor(4))
 
 
@@ -133,17 +170,17 @@ def predict_stage(cfg: Config, model_sha: str, folder: str, period: tuple[dt.dat
     stamp = {"stage": "predict", "config": config_hash(cfg.to_dict()), "model": model_sha,
              "period": f"{period[0]}_{period[1]}"}
     return CatchmentStage("predict", f"{folder}/{layout.PREDICTIONS}", predict_one, stamp,
-                          setup=_setup, role="encoder", verb="predict")
+                          setup=setup_predictor, role="encoder", verb="predict")
 
 
 def score_rows(gauge_id: str, predictions: pd.DataFrame) -> list[dict]:
     observed = predictions["observed"].to_numpy(np.float64)
     if np.isfinite(observed).sum() < 2:
         return []
-    return [{layout.PARTITION_KEY: gauge_id, "model": model,
-             **compute_all(observed, predictions[model].to_numpy(np.float64)),
-             "n_days": len(predictions), "n_observed": int(np.isfinite(observed).sum())}
-            for model in ("regional", "hybrid")]
+    return [metric_row(observed, predictions[model],
+                       {layout.PARTITION_KEY: gauge_id, "model": model},
+                       n_days=len(predictions), n_observed=int(np.isfinite(observed).sum()))
+            for model in layout.CORE_MODELS]
 
 
 def score_folder(store: Store, folder: str) -> list[dict]:

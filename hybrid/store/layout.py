@@ -123,13 +123,23 @@ def feature_columns(hidden_size: int) -> list[str]:
     return [f"h_{i}" for i in range(hidden_size)]
 
 
-#: column -> type of the files of each partitioned folder (the encoded folder adds h_0..h_{H-1}
-#: float32 and the catchments folder one float32 column per variable)
-ENCODED_COLUMNS = {"date": pa.timestamp("ms"), "split": pa.string(), "observed": pa.float32(),
-                   "regional": pa.float32()}
-PREDICTION_COLUMNS = {"date": pa.timestamp("ms"), "observed": pa.float32(),
-                      "regional": pa.float32(), "hybrid": pa.float32()}
 #: the non-metric columns of a metrics partition and of the summary, in order
-METRIC_ID_COLUMNS = ["model", "in_training"]
 METRIC_INFO_COLUMNS = ["n_train", "n_test", "fit_seconds", "node_id"]
 STATUS_COLUMNS = ["status", "stage", "error"]
+
+
+def decoder_key(gauge_id: str) -> str:
+    """Where a catchment's fitted forest is kept (``decoder.keep_models``)."""
+    return f"{partition_dir(DECODERS, gauge_id)}/model.joblib"
+
+
+#: model names as they appear in predictions, metrics and the summary
+REGIONAL = "regional"
+HYBRID = "hybrid"
+CORE_MODELS = (REGIONAL, HYBRID)
+#: the optional per-catchment LSTMs (config ``baselines``), in report order
+CATCHMENT_WISE = "catchment_wise"
+FINETUNED = "finetuned"
+BASELINE_MODELS = (CATCHMENT_WISE, FINETUNED)
+#: stages in the order they run, as the timings and the report list them
+STAGE_ORDER = ("prepare", "pretrain", "encode", CATCHMENT_WISE, FINETUNED, "decode", "score")

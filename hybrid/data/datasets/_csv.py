@@ -33,6 +33,13 @@ def require_dir(data_dir: str | Path | None, dataset: str) -> Path:
     return root
 
 
+def open_folder(dataset: Any, data_dir: str | Path | None, options: dict[str, Any],
+                allowed: Iterable[str] = ()) -> Path:
+    """A folder dataset's start: its options checked, then its root folder."""
+    reject_options(options, dataset.name, allowed)
+    return require_dir(data_dir, dataset.name)
+
+
 def reject_options(options: dict[str, Any], dataset: str, allowed: Iterable[str] = ()) -> None:
     """Strict options: a misspelt loader option is an error rather than a silent default."""
     unknown = sorted(set(options) - set(allowed))

@@ -12,10 +12,9 @@ import pandas as pd
 
 from hybrid.data.datasets import register_dataset
 from hybrid.data.datasets._csv import (
+    open_folder,
     read_attribute_tables,
     read_daily_csv,
-    reject_options,
-    require_dir,
     select_gauges,
 )
 from hybrid.data.datasets.base import Dataset
@@ -30,8 +29,7 @@ class CamelsDEDataset(Dataset):
 
     def __init__(self, data_dir: str | None = None, **options: Any) -> None:
         super().__init__(data_dir, **options)
-        reject_options(options, "camels_de")
-        self.root = require_dir(data_dir, "camels_de")
+        self.root = open_folder(self, data_dir, options)
         self._attributes: pd.DataFrame | None = None
 
     def gauge_ids(self) -> list[str]:

@@ -19,10 +19,9 @@ from hybrid.data.datasets._csv import (
     Table,
     daily_index,
     float_columns,
+    open_folder,
     read_attribute_tables,
     read_table,
-    reject_options,
-    require_dir,
     select_gauges,
 )
 from hybrid.data.datasets.base import Dataset
@@ -41,14 +40,13 @@ class CamelsUSDataset(Dataset):
 
     def __init__(self, data_dir: str | None = None, **options: Any) -> None:
         super().__init__(data_dir, **options)
-        reject_options(options, "camels_us", allowed=("forcings",))
+        self.root = open_folder(self, data_dir, options, allowed=("forcings",))
         self.forcings = options.get("forcings") or "nldas"
         if self.forcings not in FORCINGS:
             raise ConfigError(
                 f"forcings: unknown CAMELS-US forcing product {self.forcings!r}; "
                 f"choose one of {', '.join(FORCINGS)}"
             )
-        self.root = require_dir(data_dir, "camels_us")
         self._attributes: pd.DataFrame | None = None
 
     @property

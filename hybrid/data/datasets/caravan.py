@@ -15,10 +15,9 @@ import pandas as pd
 from hybrid.data.datasets import register_dataset
 from hybrid.data.datasets._csv import (
     one_line,
+    open_folder,
     read_attribute_tables,
     read_daily_csv,
-    reject_options,
-    require_dir,
     select_gauges,
 )
 from hybrid.data.datasets.base import Dataset
@@ -31,8 +30,7 @@ class CaravanDataset(Dataset):
 
     def __init__(self, data_dir: str | None = None, **options: Any) -> None:
         super().__init__(data_dir, **options)
-        reject_options(options, "caravan")
-        self.root = require_dir(data_dir, "caravan")
+        self.root = open_folder(self, data_dir, options)
         self._attributes: dict[str, pd.DataFrame] = {}
 
     def gauge_ids(self) -> list[str]:

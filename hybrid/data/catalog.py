@@ -1,0 +1,73 @@
+"""The prepared run as every later stage reads it: catchment tables, attributes, the split.
+
+Stages read catchments through these functions and never through a dataset's own files, so a
+dataset's quirks are dealt with once, in ``prepare``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hybrid.config import Config
+from hybrid.errors import ConfigError, StoreError
+from hybrid.store import layout, partitions
+from hybrid.store.storage import Store
+
+
+def load_catchment(store: Store, gauge_id: str) -> pd.DataFrame:
+    """One canonical catchment table, indexed by date."""
+    table = partitions.read_partition(store, layout.CATCHMENTS, gauge_id)
+    return table.to_pandas().set_index("date")
+
+
+def load_attributes(store: Store) -> pd.DataFrame:
+    return store.read_frame(layout.ATTRIBUTES).set_index(layout.PARTITION_KEY)
+
+
+def usable_catchments(store: Store) -> list[str]:
+    """The prepared catchments, as the manifest lists them (ids checked)."""
+    manifest = partitions.require_manifest(store, layout.CATCHMENTS, "prepare")
+    return sorted(manifest["catchments"])
+
+
+def check_train_count(cfg: Config, available: int) -> None:
+    """Refuse more training catchments than there are (said the same way wherever counted)."""
+    if cfg.n_train_basins is not None and cfg.n_train_basins > available:
+        raise ConfigError(f"n_train_basins: {cfg.n_train_basins} training catchments asked for, "
+                          f"but the run has only {available} usable catchment(s)")
+
+
+def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
+    """Training catchments drawn by seed (paper: 371 of 421); the rest are "new locations"."""
+    gauges = sorted(gauges)
+    n = cfg.n_train_basins if cfg.n_train_basins is not None \
+        else max(1, round(cfg.train_basin_fraction * len(gauges)))
+    check_train_count(cfg, len(gauges))
+    order = np.random.default_rng(cfg.seed).permutation(len(gauges))
+    train = sorted(gauges[i] for i in order[:n])
+    rest = sorted(gauges[i] for i in order[n:])
+    return {"train": train, "out_of_training": rest}
+
+
+def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
+    """The split recorded in the run (drawn once, then read back by every later stage)."""
+    if store.exists(layout.SPLIT):
+        split = store.read_json(layout.SPLIT)
+        try:
+            for part in ("train", "out_of_training"):
+                for gauge_id in split[part]:
+                    layout.check_gauge_id(gauge_id, store.uri(layout.SPLIT))
+        except (KeyError, TypeError, ValueError) as err:
+            raise StoreError(f"{store.uri(layout.SPLIT)} is damaged ({err}); delete the run "
+                             "folder's checkpoints to draw the split again") from None
+        return split
+    split = split_catchments(usable_catchments(store), cfg)
+    store.write_json(layout.SPLIT, split)
+    return split
+
+
+def encoded_catchments(store: Store) -> list[str]:
+    """The catchments the encode stage finished (what decoders and baselines work on)."""
+    manifest = partitions.require_manifest(store, layout.ENCODED, "encode")
+    return sorted(manifest["catchments"])
