@@ -25,9 +25,9 @@ from _common import machine
 
 from hybrid.data.catalog import load_attributes, load_catchment
 from hybrid.encoder.features import encode_catchment
-from hybrid.encoder.trainer import train_lstm
+from hybrid.encoder.trainer import Trainer
 from hybrid.evaluation.metrics import nse
-from hybrid.evaluation.summary import SUMMARY
+from hybrid.store.layout import SUMMARY
 from hybrid.store.runs import load_run_config
 from hybrid.store.storage import open_store
 
@@ -57,8 +57,8 @@ def main() -> None:
     rows = []
     for g in picks:
         started = time.perf_counter()
-        trained = train_lstm(run, out.child(g), site_cfg, {"train": [g], "out_of_training": []},
-                             device="cpu", quiet=True)
+        trained = Trainer(run, out.child(g), site_cfg, {"train": [g], "out_of_training": []},
+                          device="cpu", quiet=True).train()
         seconds = time.perf_counter() - started
         frame = load_catchment(run, g)
         table = encode_catchment(trained, site_cfg, g, frame,
