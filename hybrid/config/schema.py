@@ -164,6 +164,10 @@ class Config:
     train_basin_fraction: float = 371 / 421
     #: exact count instead of the fraction
     n_train_basins: int | None = None
+    #: share of the training pool held out of the gradient steps and used for early stopping
+    #: (spatial validation, as PUB studies do); 0 stops on the training catchments' validation
+    #: years (temporal validation) as before
+    validation_basin_fraction: float = 0.0
     seed: int = 42
     device: str = "auto"
     #: torch CPU threads (0: torch's default)

@@ -54,6 +54,9 @@ def _check_sizes(cfg: Config) -> None:
     if not 0.0 < cfg.train_basin_fraction <= 1.0:
         raise ConfigError(
             f"train_basin_fraction: must be in (0, 1], got {cfg.train_basin_fraction}")
+    if not 0.0 <= cfg.validation_basin_fraction < 1.0:
+        raise ConfigError("validation_basin_fraction: must be in [0, 1), got "
+                          f"{cfg.validation_basin_fraction}")
     if cfg.n_train_basins is not None and cfg.n_train_basins < 1:
         raise ConfigError(f"n_train_basins: must be >= 1, got {cfg.n_train_basins}")
 

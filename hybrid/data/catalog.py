@@ -39,15 +39,30 @@ def check_train_count(cfg: Config, available: int) -> None:
 
 
 def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
-    """Training catchments drawn by seed (paper: 371 of 421); the rest are "new locations"."""
+    """Training catchments drawn by seed (paper: 371 of 421); the rest are "new locations".
+
+    With ``validation_basin_fraction`` a share of the training pool is held out of the gradient
+    steps (``validation``) for early stopping; those count as out of training everywhere else.
+    """
     gauges = sorted(gauges)
     n = cfg.n_train_basins if cfg.n_train_basins is not None \
         else max(1, round(cfg.train_basin_fraction * len(gauges)))
     check_train_count(cfg, len(gauges))
     order = np.random.default_rng(cfg.seed).permutation(len(gauges))
-    train = sorted(gauges[i] for i in order[:n])
+    pool = [gauges[i] for i in order[:n]]
     rest = sorted(gauges[i] for i in order[n:])
-    return {"train": train, "out_of_training": rest}
+    if not cfg.validation_basin_fraction:
+        return {"train": sorted(pool), "out_of_training": rest}
+    # held out of the gradient steps, from the training pool, by its own seeded draw: the
+    # catchments that judge the encoder for the use it exists for, places it never saw
+    k = max(1, round(cfg.validation_basin_fraction * len(pool)))
+    if k >= len(pool):
+        raise ConfigError(f"validation_basin_fraction: {cfg.validation_basin_fraction} of "
+                          f"{len(pool)} training catchments leaves none to train on")
+    held = np.random.default_rng([cfg.seed, 1]).permutation(len(pool))[:k]
+    validation = sorted(pool[i] for i in held)
+    return {"train": sorted(set(pool) - set(validation)), "validation": validation,
+            "out_of_training": rest}
 
 
 def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
@@ -55,8 +70,8 @@ def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
     if store.exists(layout.SPLIT):
         split = store.read_json(layout.SPLIT)
         try:
-            for part in ("train", "out_of_training"):
-                for gauge_id in split[part]:
+            for part in ("train", "out_of_training", "validation"):
+                for gauge_id in split.get(part, []) if part == "validation" else split[part]:
                     layout.check_gauge_id(gauge_id, store.uri(layout.SPLIT))
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(f"{store.uri(layout.SPLIT)} is damaged ({err}); delete the run "

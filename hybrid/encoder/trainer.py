@@ -98,38 +98,59 @@ class Trainer:
         self.scheduler = self._get_scheduler()
 
     def _get_data(self, init: ckpt.TrainedModel | None) -> list[CatchmentArrays]:
-        """The scaler (fitted here, or kept from the model being fine-tuned) and the windows."""
+        """The scaler (fitted here, or kept from the model being fine-tuned) and the windows:
+        training windows, temporal validation windows of the training catchments, and spatial
+        validation windows of the held-out catchments (``validation_basin_fraction``)."""
         cfg, split = self.cfg, self.split
-        attributes = load_attributes(self.data)
-        # the store's latency, not the CPU, bounds reading hundreds of partitions: overlap it
-        with ThreadPoolExecutor(min(16, max(1, len(split["train"])))) as pool:
-            frames = dict(zip(split["train"], pool.map(
-                lambda g: load_catchment(self.data, g), split["train"])))
+        holdout = list(split.get("validation") or [])
+        frames = self._read_frames([*split["train"], *holdout])
         if init is not None:  # fine-tuning keeps the regional model's normalisation
             self.scaler = init.scaler
-        else:
-            self.scaler = Scaler.fit(frames, attributes, cfg.dynamic_inputs,
-                                     cfg.static_attributes, cfg.target, cfg.train_start_date,
-                                     cfg.train_end_date)
+        else:  # from the training catchments alone: the held-out ones stay unseen
+            self.scaler = Scaler.fit({g: frames[g] for g in split["train"]}, self.attributes,
+                                     cfg.dynamic_inputs, cfg.static_attributes, cfg.target,
+                                     cfg.train_start_date, cfg.train_end_date)
             for note in self.scaler.notes:
                 self.say(f"pretrain: {note}")
-        arrays = [CatchmentArrays.build(g, frames[g], attributes.loc[
-            g, self.scaler.static_attributes].to_numpy(), self.scaler) for g in split["train"]]
+        arrays = self._arrays(frames, split["train"])
+        #: the gauge id behind each ``owners`` index of the training windows
+        self.train_windows_ids = [a.gauge_id for a in arrays]
         self.train_windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
                                            cfg.train_start_date, cfg.train_end_date)
-        # validation windows tile each catchment's validation period once (stride n), so the
-        # per-catchment NSE covers whole years whatever predict_last_n is
-        self.valid_windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
-                                           cfg.validation_start_date, cfg.validation_end_date,
-                                           stride=cfg.predict_last_n)
         if len(self.train_windows) == 0:
             raise HybridError("pretrain: no valid training window in any training catchment "
                               f"between {cfg.train_start_date} and {cfg.train_end_date}")
-        self.val_idx = _validation_subset(self.valid_windows, cfg.max_validation_samples,
-                                          cfg.seed)
+        self.valid_windows, self.val_idx = self._validation_windows(arrays)
+        self.spatial_arrays = self._arrays(frames, holdout)
+        self.spatial_windows, self.spatial_idx = self._validation_windows(self.spatial_arrays)
         return arrays
 
+    def _read_frames(self, gauges: list[str]) -> dict:
+        self.attributes = load_attributes(self.data)
+        # the store's latency, not the CPU, bounds reading hundreds of partitions: overlap it
+        with ThreadPoolExecutor(min(16, max(1, len(gauges)))) as pool:
+            return dict(zip(gauges, pool.map(lambda g: load_catchment(self.data, g), gauges)))
+
+    def _arrays(self, frames: dict, gauges: list[str]) -> list[CatchmentArrays]:
+        return [CatchmentArrays.build(g, frames[g], self.attributes.loc[
+            g, self.scaler.static_attributes].to_numpy(), self.scaler) for g in gauges]
+
+    def _validation_windows(self, arrays: list[CatchmentArrays]
+                            ) -> tuple[WindowSampler | None, np.ndarray]:
+        """Windows tiling each catchment's validation period once (stride n), so the
+        per-catchment NSE covers whole years whatever predict_last_n is; a seeded subset of
+        whole catchments when ``max_validation_samples`` bounds them."""
+        if not arrays:
+            return None, np.arange(0)
+        cfg = self.cfg
+        windows = WindowSampler(arrays, cfg.seq_length, cfg.predict_last_n,
+                                cfg.validation_start_date, cfg.validation_end_date,
+                                stride=cfg.predict_last_n)
+        return windows, _validation_subset(windows, cfg.max_validation_samples, cfg.seed)
+
     def _get_loss(self, arrays: list[CatchmentArrays]) -> MaskedMSE:
+        # the held-out catchments are weighed by their own spread (NSE*), as training ones are
+        self.spatial_loss = make_loss(self.cfg, self.spatial_arrays)
         return make_loss(self.cfg, arrays)
 
     def _get_model(self, init: ckpt.TrainedModel | None) -> RegionalLSTM:
@@ -209,32 +230,49 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Validation loss over the fixed validation windows, and the median NSE over their
-        catchments of the days they cover (in normalised units: NSE is unchanged by an affine
-        rescaling of obs and sim alike)."""
-        if not len(self.val_idx):
-            return {"validation_loss": math.nan, "validation_nse": math.nan}
+        """Validation loss and median NSE over the fixed validation windows: of the training
+        catchments (temporal: ``validation_*``) and, with ``validation_basin_fraction``, of the
+        held-out catchments (spatial: ``spatial_validation_*``), which then pick the best epoch.
+        NSE is taken in normalised units: it is unchanged by an affine rescaling of obs and sim
+        alike."""
         self.model.eval()
+        row = dict(zip(("validation_loss", "validation_nse"),
+                       self._evaluate(self.valid_windows, self.val_idx, self.loss)))
+        if self.spatial_windows is not None:
+            row.update(zip(("spatial_validation_loss", "spatial_validation_nse"),
+                           self._evaluate(self.spatial_windows, self.spatial_idx,
+                                          self.spatial_loss)))
+        return row
+
+    @property
+    def stopping_key(self) -> str:
+        """The validation loss that picks the best epoch and stops training."""
+        return "spatial_validation_loss" if self.spatial_windows is not None \
+            else "validation_loss"
+
+    def _evaluate(self, windows: WindowSampler | None, indices: np.ndarray, loss_fn: MaskedMSE
+                  ) -> tuple[float, float]:
+        if windows is None or not len(indices):
+            return math.nan, math.nan
         n = self.cfg.predict_last_n
         total, count = 0.0, 0
         owners, sims, obs = [], [], []
         batch = max(self.cfg.batch_size, 1024)
-        for start in range(0, len(self.val_idx), batch):
-            idx = self.val_idx[start:start + batch]
-            x_d, x_s, y = (t.to(self.device) for t in self.valid_windows.batch(idx))
+        for start in range(0, len(indices), batch):
+            idx = indices[start:start + batch]
+            x_d, x_s, y = (t.to(self.device) for t in windows.batch(idx))
             y_hat = self.model(x_d, x_s)["y_hat"][:, -n:, 0]
-            owners_idx = torch.from_numpy(self.valid_windows.owners[idx]).to(self.device)
-            part_sum, part_count = self.loss(y_hat, y, owners_idx)
+            owners_idx = torch.from_numpy(windows.owners[idx]).to(self.device)
+            part_sum, part_count = loss_fn(y_hat, y, owners_idx)
             total += float(part_sum)
             count += int(part_count)
-            owners.append(np.repeat(self.valid_windows.owners[idx], n))
+            owners.append(np.repeat(windows.owners[idx], n))
             sims.append(y_hat.float().cpu().numpy().reshape(-1))
             obs.append(y.float().cpu().numpy().reshape(-1))
         owner, sim, ob = (np.concatenate(a) for a in (owners, sims, obs))
         scores = [nse(ob[owner == i], sim[owner == i]) for i in np.unique(owner)]
         finite = [s for s in scores if np.isfinite(s)]
-        return {"validation_loss": total / max(count, 1),
-                "validation_nse": float(np.median(finite)) if finite else math.nan}
+        return total / max(count, 1), float(np.median(finite)) if finite else math.nan
 
     def save_epoch(self, epoch: int) -> None:
         ckpt.save_object(self.out, layout.epoch_key(epoch, self.folder), {
@@ -271,13 +309,16 @@ class Trainer:
     def train(self, final_key: str = layout.FINAL) -> ckpt.TrainedModel:
         resumed = self.restore()
         cfg = self.cfg
+        held_out = len(self.split.get("validation") or [])
         self.say(f"pretrain: {len(self.split['train'])} training catchment(s), "
                  f"{len(self.train_windows)} training and {len(self.val_idx)} validation "
-                 f"windows, hidden {cfg.hidden_size}, device {self.device}")
+                 "windows" + (f", {held_out} catchment(s) held out for spatial validation "
+                              f"({len(self.spatial_idx)} windows)" if held_out else "")
+                 + f", hidden {cfg.hidden_size}, device {self.device}")
         reason = self.stop_reason() if resumed else None
         if self.fine_tuning and not resumed:
             # fine-tuning must beat where it starts: the unchanged model is "epoch 0"
-            start = self.validate()["validation_loss"]
+            start = self.validate()[self.stopping_key]
             if np.isfinite(start):
                 self.state.best_loss, self.state.best_epoch = start, 0
                 self.state.best_state = copy.deepcopy(self.model.state_dict())
@@ -285,7 +326,7 @@ class Trainer:
             epoch = self.state.epoch + 1
             row = self.train_epoch(epoch)
             row.update(self.validate())
-            loss = row["validation_loss"]
+            loss = row[self.stopping_key]
             if not np.isfinite(loss):
                 loss = row["train_loss"]  # no validation window: fall back, and say so below
             self.scheduler.step(loss)
@@ -300,10 +341,8 @@ class Trainer:
             row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
             out_of_time = row.pop("out_of_time")
             self.state.history.append(row)
-            validation = (f"validation loss {row['validation_loss']:.4f}, median NSE "
-                          f"{row['validation_nse']:.3f}" if np.isfinite(row["validation_loss"])
-                          else "no validation window: best epoch by training loss")
-            self.say(f"pretrain: epoch {epoch} train loss {row['train_loss']:.4f}, {validation}"
+            self.say(f"pretrain: epoch {epoch} train loss {row['train_loss']:.4f}, "
+                     f"{_describe_validation(row)}"
                      f"{' (best)' if improved else ''}, {row['samples_per_second']:.0f} "
                      "samples/s")
             self.save_epoch(epoch)
@@ -313,6 +352,17 @@ class Trainer:
         self.say(f"pretrain: best epoch {self.state.best_epoch} (validation loss "
                  f"{self.state.best_loss:.4f}); checkpoint at {self.out.uri(final_key)}")
         return trained
+
+
+def _describe_validation(row: dict) -> str:
+    if not np.isfinite(row["validation_loss"]):
+        return "no validation window: best epoch by training loss"
+    text = (f"validation loss {row['validation_loss']:.4f}, median NSE "
+            f"{row['validation_nse']:.3f}")
+    if "spatial_validation_loss" in row:
+        text += (f"; held-out catchments: loss {row['spatial_validation_loss']:.4f}, median NSE "
+                 f"{row['spatial_validation_nse']:.3f}")
+    return text
 
 
 def _validation_subset(windows: WindowSampler, budget: int | None, seed: int) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""Spatial validation (``validation_basin_fraction``): a seeded share of the training pool is
+held out of the gradient steps and picks the best epoch, so an encoder is chosen for places it
+never saw. These tests show the held-out catchments never reach training (windows, scaler) and
+that the run's other catchments are split exactly as without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid.data.catalog import load_attributes, load_catchment, split_catchments
+from hybrid.data.windows import Scaler
+from hybrid.encoder.trainer import Trainer
+from hybrid.errors import ConfigError
+from hybrid.stages.prepare import prepare
+from hybrid.store import layout
+from hybrid.store.runs import open_run
+
+GAUGES = [f"g{i:03d}" for i in range(40)]
+
+
+def test_held_out_catchments_come_from_the_training_pool(tiny_config, tmp_path) -> None:
+    plain = tiny_config(str(tmp_path), n_train_basins=30)
+    spatial = plain.replace(validation_basin_fraction=0.2)
+    before, after = split_catchments(GAUGES, plain), split_catchments(GAUGES, spatial)
+    assert after["out_of_training"] == before["out_of_training"]  # new locations unchanged
+    assert len(after["validation"]) == 6 and len(after["train"]) == 24
+    assert sorted(after["train"] + after["validation"]) == before["train"]
+    assert not set(after["train"]) & set(after["validation"])
+    assert split_catchments(list(reversed(GAUGES)), spatial) == after  # seeded, not ordered
+    assert split_catchments(GAUGES, spatial.replace(seed=7))["validation"] != after["validation"]
+
+
+def test_a_fraction_that_leaves_nothing_to_train_on_is_refused(tiny_config, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="validation_basin_fraction"):
+        tiny_config(str(tmp_path), validation_basin_fraction=1.0)
+    cfg = tiny_config(str(tmp_path), n_train_basins=1, validation_basin_fraction=0.5)
+    with pytest.raises(ConfigError, match="leaves none to train on"):
+        split_catchments(GAUGES[:4], cfg)
+
+
+def test_spatial_validation_never_trains_on_its_catchments(tiny_config, tmp_path: Path) -> None:
+    cfg = tiny_config(str(tmp_path), run_id="spatial", n_train_basins=None,
+                      train_basin_fraction=1.0, validation_basin_fraction=0.25,
+                      dataset_options={"n_catchments": 4, "seed": 1,
+                                       "start_date": "1995-01-01", "end_date": "1999-12-31"})
+    store = open_run(cfg)
+    prepare(cfg, store)
+    split = split_catchments(sorted(layout_gauges(store)), cfg)
+    assert len(split["validation"]) == 1 and len(split["train"]) == 3
+    trainer = Trainer(store, store, cfg, split, device="cpu", quiet=True)
+    # the gradient steps draw windows of the training catchments only
+    trained_on = {trainer.train_windows_ids[i] for i in np.unique(trainer.train_windows.owners)}
+    assert trained_on == set(split["train"])
+    assert [a.gauge_id for a in trainer.spatial_arrays] == split["validation"]
+    # the scaler is the one fitted on the training catchments alone
+    attributes = load_attributes(store)
+    frames = {g: load_catchment(store, g) for g in split["train"]}
+    alone = Scaler.fit(frames, attributes, cfg.dynamic_inputs, cfg.static_attributes,
+                       cfg.target, cfg.train_start_date, cfg.train_end_date)
+    assert alone.to_dict() == trainer.scaler.to_dict()
+    trained = trainer.train()
+    history = pd.DataFrame(trained.history)
+    assert {"spatial_validation_loss", "spatial_validation_nse"} <= set(history.columns)
+    assert np.isfinite(history["spatial_validation_loss"]).all()
+    best = int(history.loc[history["spatial_validation_loss"].idxmin(), "epoch"])
+    assert trained.best_epoch == best  # the held-out catchments pick the epoch
+    assert trained.split["validation"] == split["validation"]
+
+
+def layout_gauges(store) -> list[str]:
+    return list(store.read_json(layout.manifest_key(layout.CATCHMENTS))["catchments"])
