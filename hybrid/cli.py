@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
                     "written from the run's outputs; other runs reuse it with base_run.")
     _run_options(export, "run config (YAML) of a finished run")
     export.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
+    export.add_argument("--snapshots", type=_epochs, default=[],
+                        help="an ensemble of this run's epoch checkpoints, e.g. 7,11,17")
+    export.add_argument("--members", nargs="+", default=[],
+                        help="add the encoders of other finished runs or model folders (URLs) "
+                             "as ensemble members; they must share this run's inputs and scaler")
     metrics = sub.add_parser(
         "metrics", help="score simulated against observed streamflow from a CSV/Parquet file",
         description="Compute NSE, KGE (2009 and 2012), alpha/beta-NSE, r, RMSE, FHV/FMS/FLV and "
@@ -67,6 +72,13 @@ def _run_options(parser: argparse.ArgumentParser, config_help: str = "run config
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("--store", help="override the config's store URL (path, file://, s3://)")
     parser.add_argument("--run-id", help="override the config's run_id")
+
+
+def _epochs(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs like 7,11,17, got {text!r}") from None
 
 
 def _date(text: str):
@@ -115,7 +127,9 @@ def _run_stage(args: argparse.Namespace) -> int:
         from hybrid.encoder.export import export_model
 
         command = f"hybrid run --config {args.config}"
-        print(f"model: {export_model(cfg, os.path.abspath(args.out), command)}")
+        out = export_model(cfg, os.path.abspath(args.out), command, args.snapshots,
+                           [m if "://" in m else os.path.abspath(m) for m in args.members])
+        print(f"model: {out}")
         return EXIT_OK
     if args.command == "run":
         from hybrid.stages import run_all

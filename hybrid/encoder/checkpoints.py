@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from hybrid.data.windows import Scaler
+from hybrid.encoder.ensemble import build_model
 from hybrid.encoder.model import RegionalLSTM
 from hybrid.errors import StoreError
 from hybrid.logs import logger
@@ -30,11 +31,15 @@ _EPOCH = re.compile(r"epoch-(\d+)\.pt$")
 
 def save_object(store: Store, key: str, obj: dict[str, Any]) -> str:
     """Write a checkpoint; returns its sha256 (the identity later stages record)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
+    data = object_bytes(obj)
     store.write_bytes(key, data)
     return sha256(data)
+
+
+def object_bytes(obj: dict[str, Any]) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
 
 
 def load_object(store: Store, key: str, data: bytes | None = None) -> dict[str, Any]:
@@ -100,11 +105,11 @@ def load_trained(store: Store, device: str = "cpu", key: str = layout.FINAL) -> 
         raise StoreError(f"{err}: delete it and rerun `hybrid pretrain` to rebuild it from the "
                          "epoch checkpoints") from None
     scaler = Scaler.from_dict(obj.get("scaler"))
-    for name in ("hparams", "state_dict", "split"):
+    weights = ("members",) if "members" in obj else ("hparams", "state_dict")
+    for name in (*weights, "split"):
         if name not in obj:
             raise StoreError(f"{store.uri(key)}: checkpoint is missing {name!r}")
-    model = RegionalLSTM.from_hparams(obj["hparams"])
-    model.load_state_dict(obj["state_dict"])
+    model = build_model(obj, store.uri(key))
     model.to(device).eval()
     return TrainedModel(model, scaler, obj["split"], obj.get("best_epoch", -1),
                         obj.get("history", []), sha256(data), obj.get("config"))

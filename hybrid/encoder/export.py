@@ -16,7 +16,8 @@ import pandas as pd
 import yaml
 
 from hybrid.config import Config
-from hybrid.encoder.checkpoints import load_object
+from hybrid.encoder.checkpoints import epochs, load_object, object_bytes
+from hybrid.encoder.ensemble import combine, snapshot
 from hybrid.errors import StoreError
 from hybrid.store import layout
 from hybrid.store.provenance import provenance, sha256
@@ -29,7 +30,10 @@ _LOCAL = ("store", "storage_options", "data_dir", "basin_file", "base_run", "res
           "run_id")
 
 
-def export_model(cfg: Config, out_url: str, command: str = "") -> str:
+def export_model(cfg: Config, out_url: str, command: str = "", snapshots: list[int] = (),
+                 members: list[str] = ()) -> str:
+    """Write the model folder; ``snapshots`` (epochs of this run) and ``members`` (other runs or
+    model folders) make it an ensemble (``hybrid.encoder.ensemble``)."""
     run = run_store(cfg)
     for key in (layout.FINAL, layout.SUMMARY):
         if not run.exists(key):
@@ -37,6 +41,10 @@ def export_model(cfg: Config, out_url: str, command: str = "") -> str:
     out = open_store(out_url)
     data = run.read_bytes(layout.FINAL)
     final = load_object(run, layout.FINAL, data)
+    if snapshots or members:
+        final = ensemble_final(run, final, cfg.run_id, list(snapshots),
+                               [open_store(m, cfg.storage_options) for m in members])
+        data = object_bytes(final)
     out.write_bytes(layout.FINAL, data)
     model_config = {k: v for k, v in without_secrets(cfg.to_dict()).items() if k not in _LOCAL}
     model_config["run_id"] = cfg.run_id
@@ -111,11 +119,18 @@ def _data_section(cfg: Config, final: dict, scaler: dict) -> list[str]:
 
 
 def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str) -> list[str]:
-    hp = final["hparams"]
+    members = final.get("members")
+    hp = members[0]["hparams"] if members else final["hparams"]
     best = final.get("best_epoch")
+    ensemble = [f"- An ensemble of {len(members)} members (`hybrid.encoder.ensemble`): the forests "
+                f"see all {sum(m['hparams']['hidden_size'] for m in members)} features side by "
+                "side, the regional prediction is the members' mean. Members: "
+                + ", ".join(f"`{n}`" for n in final.get("member_names", [])) + "."] \
+        if members else []
     return [
         "## Model",
         "",
+        *ensemble,
         f"- LSTM, hidden size {hp['hidden_size']}, {hp['num_layers']} layer(s), dropout "
         f"{hp['output_dropout']} before a linear head, forget-gate bias "
         f"{hp['initial_forget_bias']}.",
@@ -186,3 +201,28 @@ def _reuse_section() -> list[str]:
         "example.",
         "",
     ]
+
+
+def ensemble_final(run: Store, final: dict, run_name: str, snapshots: list[int],
+                   members: list[Store]) -> dict:
+    """The ensemble ``hybrid export`` writes: the run's best weights, or the run's epoch
+    checkpoints ``snapshots``, plus the final checkpoints of the ``members`` stores."""
+    if snapshots:
+        finals = [snapshot(final, load_object(run, _epoch_key(run, e)), e) for e in snapshots]
+        names = [f"{run_name}@epoch-{e:03d}" for e in snapshots]
+    else:
+        finals, names = [final], [run_name]
+    for store in members:
+        if not store.exists(layout.FINAL):
+            raise StoreError(f"ensemble member {store.uri(layout.FINAL)} not found")
+        finals.append(load_object(store, layout.FINAL))
+        names.append(store.uri())
+    return combine(finals, names)
+
+
+def _epoch_key(run: Store, epoch: int) -> str:
+    key = layout.epoch_key(epoch)
+    if not run.exists(key):
+        kept = ", ".join(str(e) for e in epochs(run)) or "none"
+        raise StoreError(f"--snapshots: {run.uri(key)} not found (epochs kept: {kept})")
+    return key

@@ -28,9 +28,11 @@ def run(cfg: Config, session: Session | None = None) -> StageOutcome:
     cfg, store = session.cfg, session.store
     gauges = usable_catchments(store)
     stage = encode_stage(cfg, model_sha(store))
-    load_trained(store)  # a damaged final.pt is one line here, not a failure per catchment
+    trained = load_trained(store)  # a damaged final.pt is one line here, not one per catchment
+    # the features per day: an ensemble's members side by side (hybrid.encoder.ensemble)
     result = run_stage(stage, Context.of(store, cfg), gauges, session.executor,
-                       manifest_extra={"encoder": cfg.encoder, "hidden_size": cfg.hidden_size})
+                       manifest_extra={"encoder": cfg.encoder,
+                                       "hidden_size": trained.hidden_size})
     nodes = sorted({v.node_id for g, v in result.done.items() if g in result.ran})
     session.timed("encode", result, node_ids=nodes)
     session.results["encode"] = result

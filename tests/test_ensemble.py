@@ -1,0 +1,103 @@
+"""Encoder ensembles: several LSTMs read as one encoder (``hybrid.encoder.ensemble``).
+
+The forests see the members' features side by side and the regional prediction is the members'
+mean; a one-member ensemble is its member. ``hybrid export --snapshots`` turns a run's epoch
+checkpoints into an ensemble model folder that ``base_run`` reuses like any other."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hybrid.cli import main
+from hybrid.data.windows import CatchmentArrays
+from hybrid.encoder.ensemble import EnsembleLSTM, combine
+from hybrid.encoder.features import encode_exact, encode_streaming, regional_head
+from hybrid.encoder.model import RegionalLSTM
+from hybrid.errors import StoreError
+from hybrid.stages import run_all
+from hybrid.store import layout
+from hybrid.store.runs import run_store
+
+
+def _member(seed: int, hidden: int = 6) -> RegionalLSTM:
+    torch.manual_seed(seed)
+    return RegionalLSTM(n_dynamic=2, n_static=1, hidden_size=hidden).eval()
+
+
+def _arrays(days: int = 80) -> CatchmentArrays:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(days, 2)).astype(np.float32)
+    return CatchmentArrays("g", pd.date_range("2000-01-01", periods=days), x,
+                           np.zeros(days, np.float32), np.ones(1, np.float32))
+
+
+def test_one_member_is_its_member() -> None:
+    member = _member(1)
+    ensemble = EnsembleLSTM([member]).eval()
+    arrays, ends = _arrays(), np.arange(20, 80)
+    np.testing.assert_array_equal(encode_streaming(ensemble, arrays, ends, 20),
+                                  encode_streaming(member, arrays, ends, 20))
+    np.testing.assert_array_equal(regional_head(ensemble, arrays, ends, 20, 5),
+                                  regional_head(member, arrays, ends, 20, 5))
+
+
+def test_features_side_by_side_and_the_mean_of_the_heads() -> None:
+    a, b = _member(1, hidden=6), _member(2, hidden=4)
+    ensemble = EnsembleLSTM([a, b]).eval()
+    assert ensemble.hidden_size == 10
+    arrays, ends = _arrays(), np.arange(30, 80)
+    for encode in (encode_streaming, encode_exact):
+        both = encode(ensemble, arrays, ends, 30)
+        np.testing.assert_allclose(both, np.concatenate(
+            [encode(a, arrays, ends, 30), encode(b, arrays, ends, 30)], axis=1), atol=1e-6)
+    head = regional_head(ensemble, arrays, ends, 30, 1)
+    mean = (regional_head(a, arrays, ends, 30, 1) + regional_head(b, arrays, ends, 30, 1)) / 2
+    np.testing.assert_allclose(head, mean, atol=1e-6)
+
+
+def test_members_with_another_scaler_are_refused() -> None:
+    one = {"hparams": {}, "state_dict": {}, "scaler": {"means": [0.0]}}
+    other = {**one, "scaler": {"means": [1.0]}}
+    with pytest.raises(StoreError, match="scaler differs"):
+        combine([one, other], ["a", "b"])
+
+
+def test_a_snapshot_ensemble_exports_and_is_reused(tiny_config, tmp_path: Path) -> None:
+    cfg = tiny_config(str(tmp_path / "runs"), run_id="ens-base", epochs=2, patience=5)
+    assert run_all(cfg).exit_code == 0
+    config = tmp_path / "base.yml"
+    config.write_text(cfg.to_yaml())
+    out = tmp_path / "models" / "snap"
+    assert main(["export", "--config", str(config), "--out", str(out),
+                 "--snapshots", "1,2"]) == 0
+    final = torch.load(io.BytesIO((out / layout.FINAL).read_bytes()), weights_only=True)
+    assert len(final["members"]) == 2 and final["member_names"][1].endswith("epoch-002")
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "An ensemble of 2 members" in card
+    reuse = tiny_config(str(tmp_path / "runs"), run_id="ens-reuse", base_run=str(out))
+    assert run_all(reuse).exit_code == 0
+    store = run_store(reuse)
+    gauge = sorted(store.read_json(layout.manifest_key(layout.ENCODED))["catchments"])[0]
+    table = store.read_frame(layout.partition_key(layout.ENCODED, gauge))
+    hidden = [c for c in table.columns if c.startswith("h_")]
+    assert len(hidden) == 2 * cfg.hidden_size  # both members' features reach the forests
+    summary = store.read_frame(layout.SUMMARY)
+    assert (summary.status == "done").all()
+
+
+def test_a_missing_snapshot_epoch_is_one_line(tiny_config, tmp_path: Path, capsys) -> None:
+    cfg = tiny_config(str(tmp_path / "runs"), run_id="ens-missing", epochs=1)
+    assert run_all(cfg).exit_code == 0
+    config = tmp_path / "base.yml"
+    config.write_text(cfg.to_yaml())
+    capsys.readouterr()
+    code = main(["export", "--config", str(config), "--out", str(tmp_path / "m"),
+                 "--snapshots", "1,9"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "epoch-009.pt not found (epochs kept: 1)" in err
