@@ -119,6 +119,10 @@ class Config:
         default_factory=lambda: ["p_mean", "pet_mean", "aridity", "frac_snow", "area"]
     )
     target_variables: list[str] = field(default_factory=lambda: ["streamflow"])
+    #: inputs computed while the canonical tables are built, by name, with the columns and
+    #: attributes they read, e.g. {pet_oudin: {temperature: temperature_2m_mean, latitude:
+    #: gauge_lat}}; list the name in dynamic_inputs to use it (hybrid.data.derived)
+    derived_inputs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     train_start_date: dt.date = dt.date(1990, 1, 1)
     train_end_date: dt.date = dt.date(2001, 12, 31)

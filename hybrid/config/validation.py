@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from hybrid.config.schema import DEVICES, ENCODERS, Config
+from hybrid.data.derived import check_derived
 from hybrid.errors import ConfigError
 from hybrid.store.layout import check_gauge_id
 
@@ -62,6 +63,7 @@ def _check_sizes(cfg: Config) -> None:
 
 
 def _check_variables(cfg: Config) -> None:
+    check_derived(cfg.derived_inputs)
     if not cfg.dynamic_inputs:
         raise ConfigError("dynamic_inputs: at least one input variable is needed")
     if len(cfg.target_variables) != 1:

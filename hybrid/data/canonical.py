@@ -16,6 +16,7 @@ import pandas as pd
 from hybrid.config import Config, selected_basins
 from hybrid.data.catalog import check_train_count
 from hybrid.data.datasets import Dataset, get_dataset
+from hybrid.data.derived import add_derived, site_attributes
 from hybrid.errors import ConfigError, DataError, SkipCatchment
 from hybrid.logs import logger
 from hybrid.store import layout
@@ -117,6 +118,27 @@ def catchment_info(cfg: Config, frame: pd.DataFrame) -> dict:
 
 def dataset_for(cfg: Config) -> Dataset:
     return get_dataset(cfg.dataset, cfg.data_dir, **cfg.dataset_kwargs())
+
+
+def dataset_state(cfg: Config, dataset: Dataset, gauges: list[str] | None = None) -> dict:
+    """What a worker reading the dataset needs: the dataset, and the attributes the derived
+    inputs read per catchment (``hybrid.data.derived``; nothing when there are none)."""
+    names = site_attributes(cfg.derived_inputs)
+    if not names:
+        return {"dataset": dataset, "sites": {}}
+    table = dataset.load_attributes(gauges)
+    for name in names:
+        if name not in table.columns:
+            raise ConfigError(f"derived_inputs: {name!r} is not an attribute of dataset "
+                              f"{cfg.dataset!r}")
+    values = table[names].apply(pd.to_numeric, errors="coerce")
+    return {"dataset": dataset, "sites": values.to_dict("index")}
+
+
+def read_series(cfg: Config, state: dict, gauge_id: str) -> pd.DataFrame:
+    """A catchment's series as the dataset has it, plus the config's derived inputs."""
+    raw = state["dataset"].load_timeseries(gauge_id)
+    return add_derived(cfg.derived_inputs, gauge_id, raw, state["sites"].get(gauge_id))
 
 
 def resolve_basins(cfg: Config, dataset: Dataset) -> tuple[list[str], dict[str, str]]:

@@ -14,7 +14,9 @@ from hybrid.data.canonical import (
     PREPARE_THREADS,
     canonical_frame,
     dataset_for,
+    dataset_state,
     prepare_attributes,
+    read_series,
     resolve_basins,
 )
 from hybrid.data.catalog import check_train_count
@@ -41,10 +43,11 @@ def check(cfg: Config) -> dict:
     _, bad = prepare_attributes(cfg, dataset, gauges)
     skipped.update(bad)
     failed: dict[str, str] = {}
+    state = dataset_state(cfg, dataset, gauges)
 
     def one(gauge_id: str):
         try:
-            canonical_frame(cfg, gauge_id, dataset.load_timeseries(gauge_id))
+            canonical_frame(cfg, gauge_id, read_series(cfg, state, gauge_id))
             return gauge_id, None, None
         except SkipCatchment as skip:
             return gauge_id, skip.reason, None

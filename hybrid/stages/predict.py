@@ -23,7 +23,13 @@ import pandas as pd
 import pyarrow as pa
 
 from hybrid.config import Config
-from hybrid.data.canonical import clean_values, dataset_for, window_start
+from hybrid.data.canonical import (
+    clean_values,
+    dataset_for,
+    dataset_state,
+    read_series,
+    window_start,
+)
 from hybrid.data.catalog import load_catchment
 from hybrid.data.windows import CatchmentArrays, period_mask, valid_window_ends
 from hybrid.decoder.fit import load_decoder
@@ -148,7 +154,7 @@ def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end
              "end": end.isoformat()}
 
     def one(context: Context, state: dict, gauge_id: str) -> WorkResult:
-        raw = state["dataset"].load_timeseries(gauge_id)
+        raw = read_series(cfg, state, gauge_id)
         columns = [c for c in [*cfg.dynamic_inputs, cfg.target] if c in raw.columns]
         missing = [c for c in cfg.dynamic_inputs if c not in raw.columns]
         if missing:
@@ -161,7 +167,8 @@ def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end
             store, folder, gauge_id, pa.Table.from_pandas(frame.reset_index()), stamp)})
 
     stage = CatchmentStage("predict-inputs", folder, one, stamp,
-                           setup=lambda c: {"dataset": dataset_for(cfg)}, verb="read")
+                           setup=lambda c: dataset_state(cfg, dataset_for(cfg), gauges),
+                           verb="read")
     return run_stage(stage, Context.of(store, cfg), gauges, ThreadExecutor(4))
 
 

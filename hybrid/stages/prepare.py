@@ -28,7 +28,9 @@ from hybrid.data.canonical import (
     catchment_info,
     data_source,
     dataset_for,
+    dataset_state,
     prepare_attributes,
+    read_series,
     resolve_basins,
 )
 from hybrid.data.catalog import check_train_count
@@ -64,12 +66,12 @@ def prepare_stamp(cfg: Config) -> dict[str, str]:
 
 
 def _setup(context: Context) -> dict:
-    return {"dataset": dataset_for(context.cfg)}
+    return dataset_state(context.cfg, dataset_for(context.cfg))
 
 
 def _prepare_one(context: Context, state: dict, gauge_id: str) -> dict:
     cfg = context.cfg
-    frame, warnings = canonical_frame(cfg, gauge_id, state["dataset"].load_timeseries(gauge_id))
+    frame, warnings = canonical_frame(cfg, gauge_id, read_series(cfg, state, gauge_id))
     info = {**catchment_info(cfg, frame), "source": data_source(cfg)}
     record = partitions.write_partition(context.store, layout.CATCHMENTS, gauge_id,
                                         frame.reset_index(), prepare_stamp(cfg), info)
@@ -122,7 +124,7 @@ def prepare(cfg: Config, store: Store) -> StageResult:
     stage = CatchmentStage("prepare", layout.CATCHMENTS, _prepare_one, stamp, setup=_setup,
                            verb="read")
     # the threads share the driver's already-open dataset instead of opening their own
-    executor = ThreadExecutor(PREPARE_THREADS, state={"dataset": dataset})
+    executor = ThreadExecutor(PREPARE_THREADS, state=dataset_state(cfg, dataset, todo))
     result = run_stage(stage, Context.of(store, cfg), todo, executor, write_manifest=False)
     result.skipped.update(skipped)
     usable = [g for g in gauges if g in result.done]
