@@ -154,6 +154,11 @@ class Config:
     batch_size: int = 256
     learning_rate: float = 1e-3
     clip_gradient_norm: float = 1.0
+    #: regularisation: Adam's L2 weight decay, and Gaussian noise (in standardised units) on the
+    #: training batches' targets (NeuralHydrology's target_noise_std) and dynamic inputs
+    weight_decay: float = 0.0
+    target_noise_std: float = 0.0
+    input_noise_std: float = 0.0
     #: epochs without validation improvement before stopping
     patience: int = 5
     #: the learning rate is halved after this many epochs without improvement

@@ -50,6 +50,10 @@ def _check_sizes(cfg: Config) -> None:
             f"predict_last_n: {cfg.predict_last_n} exceeds seq_length {cfg.seq_length}")
     if not 0.0 <= cfg.output_dropout < 1.0:
         raise ConfigError(f"output_dropout: must be in [0, 1), got {cfg.output_dropout}")
+    for key in ("weight_decay", "target_noise_std", "input_noise_std"):
+        value = getattr(cfg, key)
+        if not value >= 0 or value == float("inf"):
+            raise ConfigError(f"{key}: must be a finite number >= 0, got {value}")
     if cfg.learning_rate <= 0:
         raise ConfigError(f"learning_rate: must be > 0, got {cfg.learning_rate}")
     if not 0.0 < cfg.train_basin_fraction <= 1.0:

@@ -161,7 +161,18 @@ class Trainer:
         return model
 
     def _get_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.learning_rate)
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.learning_rate,
+                                weight_decay=self.cfg.weight_decay)
+
+    def _perturb(self, x_d: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gaussian noise on the normalised inputs and targets of a training batch (never on
+        validation): regularisers against a validation curve that flattens early. The epoch's
+        seed draws it, so a resumed training draws the same noise."""
+        if self.cfg.input_noise_std:
+            x_d = x_d + torch.randn_like(x_d) * self.cfg.input_noise_std
+        if self.cfg.target_noise_std:
+            y = y + torch.randn_like(y) * self.cfg.target_noise_std  # a missing day stays NaN
+        return x_d, y
 
     def _get_scheduler(self):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -199,6 +210,7 @@ class Trainer:
             for b in range(n_batches):
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 x_d, x_s, y = (t.to(self.device) for t in self.train_windows.batch(idx))
+                x_d, y = self._perturb(x_d, y)
                 owners = torch.from_numpy(self.train_windows.owners[idx]).to(self.device)
                 with self._autocast():
                     y_hat = self.model(x_d, x_s)["y_hat"][:, -n_last:, 0]
