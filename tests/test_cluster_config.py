@@ -31,7 +31,6 @@ HEAD_POLICY = REPO / "infra" / "aws-head-policy.json"
 WORKER_POLICY = REPO / "infra" / "aws-worker-policy.json"
 LOCAL_SCRIPTS = sorted((REPO / "infra" / "local").glob("*.sh"))
 RAY_VERSION = "2.60.0"
-CRD_NAME = "ray.io_rayjobs.yaml"
 
 
 def _pins() -> dict[str, str]:
@@ -408,14 +407,6 @@ def test_rayjob_requests_fit_their_nodes(rayjob, group_name):
     assert float(_cpu(resources["limits"]["cpu"])).is_integer()
 
 
-# RayJob CRD: see tests/data/README.md for the file, its origin and why it is looked up here.
-def _crd_path() -> Path | None:
-    shared = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
-    candidates = [os.environ.get("HYBRID_KUBERAY_CRD"), REPO / "tests" / "data" / CRD_NAME,
-                  shared / "kuberay" / CRD_NAME]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
 def kubernetes_schema(node):
     """An openAPI schema of a CRD as JSON Schema, with the API server's unknown-field check.
 
@@ -438,12 +429,11 @@ def kubernetes_schema(node):
 
 
 @pytest.fixture(scope="module")
-def rayjob_validator():
+def rayjob_validator(kuberay_crd):
+    """The RayJob CRD's v1 schema (found by conftest's ``kuberay_crd``: by default in the shared
+    data folder, ``<shared data>/kuberay/``)."""
     jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
-    path = _crd_path()
-    if path is None:
-        pytest.skip(f"KubeRay's RayJob CRD ({CRD_NAME}) not found: set HYBRID_KUBERAY_CRD, or see "
-                    "tests/data/README.md for where to put it")
+    path = kuberay_crd
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(), Loader=loader)
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
@@ -465,6 +455,16 @@ def test_kubernetes_schema_reads_int_or_string_and_unknown_fields():
     assert not list(validator.iter_errors(good))
     for bad in ({"limits": {"cpu": [4]}}, {"limit": {}}, {"note": 3}):
         assert list(validator.iter_errors(bad)), bad
+
+
+def test_the_crd_comes_from_the_shared_data_folder_by_default(kuberay_crd):
+    """Where the project keeps it (``<shared data>/kuberay/``), so the CRD tests run, not skip,
+    wherever the shared data is."""
+    if os.environ.get("HYBRID_KUBERAY_CRD"):
+        pytest.skip("HYBRID_KUBERAY_CRD names the file")
+    shared = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if (shared / "kuberay").is_dir():
+        assert kuberay_crd == shared / "kuberay" / "ray.io_rayjobs.yaml"
 
 
 def test_rayjob_matches_the_kuberay_crd(rayjob, rayjob_validator):
