@@ -68,12 +68,27 @@ def node_id() -> str:
 
 
 def check_store_reachable(cfg: Config, store: Store) -> None:
-    """Object storage is the only shared disk: a local store only works on one node."""
-    if store.is_local and len(alive_nodes()) > 1 and not cfg.resources.shared_filesystem:
-        raise StoreError(
-            f"store {store.uri()} is a local path but the Ray cluster has "
-            f"{len(alive_nodes())} nodes: use an s3:// store, or set "
-            "resources.shared_filesystem: true if that path is on a filesystem all nodes share")
+    """Object storage is the only shared disk: a local store only works on one node.
+
+    A run that joins a cluster (an address) is refused whatever the node count: on an
+    autoscaling cluster only the CPU-less head is up when the job starts, so the nodes that
+    would need the store do not exist yet, and the run would fail late, after pre-training.
+    """
+    if not store.is_local or cfg.resources.shared_filesystem:
+        return
+    if joined_cluster(cfg):
+        address = cfg.resources.address
+        named = f"resources.address: {address}" if address else \
+            f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}"
+        where = f"the run joins a Ray cluster ({named}), whose nodes (now or once the " \
+            "autoscaler adds them) do not share this disk"
+    elif len(alive_nodes()) > 1:
+        where = f"the Ray cluster has {len(alive_nodes())} nodes, which do not share this disk"
+    else:
+        return  # a private local instance: one node
+    raise StoreError(
+        f"store {store.uri()} is a local path but {where}: use an s3:// store, or set "
+        "resources.shared_filesystem: true if that path is on a filesystem all nodes share")
 
 
 #: the cluster launcher's config on the head node, where `ray job submit` runs the driver

@@ -129,6 +129,17 @@ def any_store(request, tmp_path):
 
 
 # ------------------------------------------------------------------------------ Ray
+@pytest.fixture(scope="session", autouse=True)
+def no_ray_address():
+    """The tests run on Ray instances of their own: a RAY_ADDRESS left in the shell (what
+    infra/local/start_cluster.sh prints) would send their runs to that cluster instead, where a
+    local store is refused. Tests that join a cluster set it themselves."""
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    yield
+    if saved is not None:
+        os.environ["RAY_ADDRESS"] = saved
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray instance (2 CPUs) shared by the tests that need Ray."""

@@ -2,7 +2,8 @@
 
 prepare -> pretrain (on an encoder host actor) -> encode (served by the same host) with the run's
 store in a bucket; then a host killed by Ray must rebuild its state from the store in its
-``__init__`` / setup; and remote project errors come back as themselves, one line.
+``__init__`` / setup; remote project errors come back as themselves, one line; and what the
+executor refuses before any work: a local store on a cluster the run joins.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import pytest
 
 from hybrid import cluster, layout, partitions
 from hybrid.encode import encode_one, setup_encoder
-from hybrid.errors import ConfigError, SkipCatchment
-from hybrid.pipeline import Session, stage_encode, stage_prepare, stage_pretrain
+from hybrid.errors import ConfigError, SkipCatchment, StoreError
+from hybrid.pipeline import Session, stage_encode, stage_prepare, stage_pretrain, stage_run
 from hybrid.runner import Context
 from hybrid.runs import read_timings, run_store
 
@@ -113,3 +114,33 @@ def test_results_come_back_when_more_are_queued_than_the_wait_window(ray_local, 
            cluster.bounded(lambda item: square.remote(item), items, limit=len(items))
            if error is None}
     assert got == {str(i): i * i for i in range(25)}
+
+
+def test_a_local_store_is_refused_when_the_run_joins_a_cluster(ray_local, tiny_config, tmp_path,
+                                                               monkeypatch, assert_one_line
+                                                               ) -> None:
+    """On a launcher cluster only the CPU-less head is up when the job starts: one node, as
+    here. A local store must be refused then, not once the workers it cannot reach appear."""
+    assert len(cluster.alive_nodes()) == 1
+    store = tmp_path / "store"
+    joined = tiny_config(str(store), resources={"executor": "ray", "address": "auto"})
+    with pytest.raises(StoreError) as excinfo:
+        stage_run(joined)
+    assert_one_line(str(excinfo.value), run_store(joined).uri(), "resources.address: auto",
+                    "use an s3:// store", "resources.shared_filesystem: true")
+    assert not store.exists()  # refused before anything was written
+
+    # RAY_ADDRESS, which `ray job submit` sets for the driver, joins a cluster the same way
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    submitted = tiny_config(str(store), resources={"executor": "ray"})
+    with pytest.raises(StoreError) as excinfo:
+        cluster.RayExecutor(submitted, run_store(submitted))
+    assert_one_line(str(excinfo.value), run_store(submitted).uri(), "RAY_ADDRESS=127.0.0.1:6379")
+
+    # vouching for a shared filesystem lets it through
+    shared = tiny_config(str(store), resources={"executor": "ray", "address": "auto",
+                                                "shared_filesystem": True})
+    cluster.RayExecutor(shared, run_store(shared)).close()
+    # and a private local instance (no address) is one node: its disk is the store's
+    monkeypatch.delenv("RAY_ADDRESS")
+    cluster.RayExecutor(submitted, run_store(submitted)).close()
