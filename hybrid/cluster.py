@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from hybrid.config import Config
-from hybrid.errors import StoreError
+from hybrid.errors import HybridError, StoreError
 from hybrid.logs import logger
 from hybrid.runner import Context, Setup, Work
 from hybrid.storage import Store
@@ -253,7 +253,30 @@ class RayExecutor:
             actor = ray.remote(Host).options(**ray_options(resources), max_restarts=2,
                                              max_task_retries=resources.max_retries)
             self._hosts[resources] = actor.remote(int(max(1, resources.num_cpus)))
+            if resources.num_gpus:
+                self._wait_for_gpu(resources)
         return self._hosts[resources]
+
+    def _wait_for_gpu(self, resources: Resources) -> None:
+        """A GPU host starts once a node with a free GPU is there (an autoscaler may have to
+        add it); give up after ``resources.gpu_wait_minutes`` rather than wait forever for a
+        node that never comes (no GPU quota, no capacity, no GPU node type)."""
+        minutes = self.cfg.resources.gpu_wait_minutes
+        if ray.available_resources().get("GPU", 0) < resources.num_gpus:
+            log.info(f"encoder: waiting up to {minutes:g} min (resources.gpu_wait_minutes) for "
+                     "a node with a free GPU")
+        host = self._hosts[resources]
+        ready, _ = ray.wait([host.where.remote()], timeout=minutes * 60)
+        if ready:
+            return
+        ray.kill(host)  # else its request would keep the autoscaler launching GPU nodes
+        del self._hosts[resources]
+        raise HybridError(
+            f"encoder: no node with a free GPU joined the Ray cluster within "
+            f"resources.gpu_wait_minutes ({minutes:g} min) for the encoder actor "
+            f"({resources.num_gpus:g} GPU): check that the cluster can start its GPU node (node "
+            "type, the account's GPU instance quota, `ray status`), raise "
+            "resources.gpu_wait_minutes, or set resources.encoder_num_gpus: 0 to train on CPU")
 
     def call(self, fn: Callable[[Context], Any], context: Context, role: str
              ) -> tuple[Any, dict]:

@@ -79,6 +79,9 @@ class ResourcesConfig:
     encoder_num_gpus: float | Literal["auto"] = "auto"
     #: CPUs for the encoder actor: "auto" is 1 beside a GPU, else the largest node's CPUs
     encoder_num_cpus: float | Literal["auto"] = "auto"
+    #: minutes the encoder actor waits for a GPU node (one the autoscaler adds) before the run
+    #: stops with an error; without a bound, a GPU node that never comes is an endless wait
+    gpu_wait_minutes: float = 20.0
     #: CPUs per decoder task; the random forest's n_jobs equals it
     decoder_num_cpus: int = 1
     #: memory reserved per decoder task (MiB); 0 leaves it to Ray
@@ -438,6 +441,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"resources.decoder_num_cpus: must be >= 1, got {res.decoder_num_cpus}")
     if res.encoder_num_gpus != "auto" and res.encoder_num_gpus < 0:
         raise ConfigError("resources.encoder_num_gpus: must be >= 0 or 'auto'")
+    if not res.gpu_wait_minutes > 0:
+        raise ConfigError(f"resources.gpu_wait_minutes: must be > 0, got {res.gpu_wait_minutes}")
     from hybrid.decoders import check_decoder, decoder_names  # local: decoders import sklearn
 
     if cfg.decoder.name not in decoder_names():
