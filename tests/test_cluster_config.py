@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -130,6 +131,84 @@ def test_cpu_worker_types_for_the_decoders_on_spot(cluster):
         assert node_type.get("min_workers", 0) == 0, name
         assert node_type["node_config"]["InstanceMarketOptions"]["MarketType"] == "spot", name
     assert sum(t["max_workers"] for t in cpu_types.values()) >= 40
+
+
+def _v2_launches(cluster: dict, cpus: int) -> dict[str, int]:
+    """The nodes autoscaler v2 (Ray's own scheduler) launches for ``cpus`` one-CPU tasks on an
+    empty cluster of this config."""
+    scheduler = pytest.importorskip("ray.autoscaler.v2.scheduler")
+    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
+    from ray.autoscaler.v2.utils import ResourceRequestUtil
+    from ray.core.generated.autoscaler_pb2 import ResourceRequestByCount
+
+    config = AutoscalingConfig(copy.deepcopy(cluster), skip_content_hash=True)
+    request = scheduler.SchedulingRequest(
+        disable_launch_config_check=True, node_type_configs=config.get_node_type_configs(),
+        max_num_nodes=config.get_max_num_nodes(),
+        resource_requests=[ResourceRequestByCount(
+            request=ResourceRequestUtil.make({"CPU": 1}), count=cpus)])
+    reply = scheduler.ResourceDemandScheduler(None).schedule(request)
+    return {launch.instance_type: launch.count for launch in reply.to_launch}
+
+
+def _v1_launches(cluster: dict, cpus: int) -> dict[str, int]:
+    """The same with autoscaler v1's scheduler (`ray up` with RAY_UP_enable_autoscaler_v2=0)."""
+    v1 = pytest.importorskip("ray.autoscaler._private.resource_demand_scheduler")
+    from ray.autoscaler._private.node_provider_availability_tracker import (
+        NodeAvailabilitySummary,
+    )
+
+    scorer = functools.partial(v1._default_utilization_scorer,
+                               node_availability_summary=NodeAvailabilitySummary({}))
+    nodes, _ = v1.get_nodes_for(copy.deepcopy(cluster["available_node_types"]), {},
+                                cluster["head_node_type"], cluster["max_workers"],
+                                [{"CPU": 1}] * cpus, scorer)
+    return dict(nodes)
+
+
+def test_cpu_types_are_launched_in_priority_order(cluster):
+    """The order the file documents (c7i, c6i, c6a, c5), as autoscaler v2 applies it: one task
+    takes a node of the first type, 25 nodes' worth fill the first two types and half the
+    third; and the documented remedy for a type without spot capacity, lowering its priority,
+    moves the work to the next type."""
+    cpu_types = _cpu_types(cluster)
+    order = sorted(cpu_types, key=lambda name: -cpu_types[name]["priority"])
+    assert [cpu_types[n]["node_config"]["InstanceType"].split(".")[0] for n in order] == \
+        ["c7i", "c6i", "c6a", "c5"]
+    per_node = int(cpu_types[order[0]]["resources"]["CPU"])
+    assert _v2_launches(cluster, 1) == {order[0]: 1}
+    assert _v2_launches(cluster, 25 * per_node) == {order[0]: 10, order[1]: 10, order[2]: 5}
+    lowered = copy.deepcopy(cluster)
+    lowered["available_node_types"][order[0]]["priority"] = 0
+    assert _v2_launches(lowered, 1) == {order[1]: 1}
+
+
+def test_the_head_starts_only_under_autoscaler_v2(cluster, launcher):
+    """Autoscaler v1 ignores `priority` (lowering it changes nothing there), so the head's first
+    start command refuses to go on unless `ray up` switched v2 on, which it does by putting
+    exports in front of every head start command (Ray >= 2.50, unless
+    RAY_UP_enable_autoscaler_v2=0)."""
+    util = pytest.importorskip("ray.autoscaler._private.util")
+    lowered = copy.deepcopy(cluster)
+    first = max(_cpu_types(cluster), key=lambda name: _cpu_types(cluster)[name]["priority"])
+    lowered["available_node_types"][first]["priority"] = 0
+    assert _v1_launches(lowered, 1) == _v1_launches(cluster, 1) == {first: 1}
+
+    commands = launcher.get_config("head_start_ray_commands")
+    assert any("ray start --head" in c for c in commands)
+    guard = commands[0]
+    # checked before it runs here: nothing but this test may run on this machine
+    assert guard.startswith('test "${RAY_enable_autoscaler_v2:-0}" = 1 ||'), guard
+    assert "ray stop" not in guard and "ray start" not in guard, guard
+    bash = shutil.which("bash") or pytest.skip("bash not found")
+    env = {"PATH": os.environ.get("PATH", "")}
+    v2 = util.with_envs([guard], {"RAY_enable_autoscaler_v2": "1",
+                                  "RAY_CLOUD_INSTANCE_ID": "i-0123", "RAY_NODE_TYPE_NAME": "head"})
+    assert subprocess.run([bash, "-c", v2[0]], env=env).returncode == 0
+    v1 = subprocess.run([bash, "-c", guard], env=env, capture_output=True, text=True)
+    assert v1.returncode != 0
+    assert v1.stderr.count("\n") == 1 and "RAY_UP_enable_autoscaler_v2=1" in v1.stderr, v1.stderr
+    assert "RAY_UP_enable_autoscaler_v2=1 ray up ray_cluster.yaml" in CLUSTER_YAML.read_text()
 
 
 def test_cluster_limits_add_up(cluster):
