@@ -284,38 +284,69 @@ def test_head_has_its_own_profile_that_may_pass_the_worker_role(cluster):
     assert "aws-head-policy.json" in CLUSTER_YAML.read_text()
 
 
+#: a private ECR repository: <account>.dkr.ecr.<region>.amazonaws.com/hybrid:<version>-<cpu|gpu>
+ECR_IMAGE = re.compile(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/hybrid:(.+)-(cpu|gpu)")
+
+
+def _package_version() -> str:
+    tomllib = pytest.importorskip("tomllib")
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def _image_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines()
+            if re.match(r"\s*(image|worker_image):", line)]
+
+
 def test_each_node_type_runs_the_image_of_its_kind(cluster, launcher):
+    """The project's image from a private registry (ECR), not Docker Hub: anonymous pulls from
+    there are limited per IP address, which a 40-node spot fleet behind one NAT exceeds."""
     gpu_types = _gpu_types(cluster)
+    registries = set()
     for name in _node_types(cluster):
         image = launcher.get_docker_config(name)["image"]
-        assert image.startswith(f"rayproject/ray:{RAY_VERSION}-py311-"), (name, image)
-        kind = "gpu" if name in gpu_types else "cpu"
-        assert image.endswith(f"-{kind}"), (name, image)
+        match = ECR_IMAGE.fullmatch(image)
+        assert match, (name, image)
+        account, region, version, kind = match.groups()
+        assert kind == ("gpu" if name in gpu_types else "cpu"), (name, image)
+        assert version == _package_version(), (name, image)
+        assert region == cluster["provider"]["region"], (name, image)
+        registries.add((account, region))
+    assert len(registries) == 1, registries
+    lines = _image_lines(CLUSTER_YAML)
+    assert len(lines) == 2 and all("CHANGE" in line for line in lines), lines
 
 
-def _setup_commands(cluster: dict, launcher, name: str) -> list[str]:
-    if name == cluster["head_node_type"]:
-        return launcher.get_head_setup_commands()
-    return launcher.get_worker_setup_commands(name)
-
-
-def test_each_node_type_installs_its_torch_then_the_package(cluster, launcher):
-    gpu_types = _gpu_types(cluster)
-    torch_pin = _pins()["torch"]
+def test_no_node_installs_anything_at_start_up(cluster, launcher):
+    """The images hold torch, the package and its dependencies: a spot node that pip-installs
+    at start-up costs minutes each time and fails when PyPI or the PyTorch index does."""
     for name in _node_types(cluster):
-        commands = _setup_commands(cluster, launcher, name)
-        (torch_at,) = [i for i, c in enumerate(commands) if "torch==" in c]
-        (package_at,) = [i for i, c in enumerate(commands) if c.endswith(" /home/ray/hybrid")]
-        assert torch_at < package_at, f"{name}: pip would otherwise pull the CUDA torch from PyPI"
-        torch_command = commands[torch_at]
-        assert f'"torch=={torch_pin}"' in torch_command, name
-        index = re.search(r"download\.pytorch\.org/whl/(\w+)", torch_command).group(1)
-        if name in gpu_types:
-            assert re.fullmatch(r"cu\d+", index), (name, index)
-        else:
-            assert index == "cpu", (name, index)
-        assert "-c /home/ray/hybrid/infra/constraints.txt" in commands[package_at], name
-    assert "/home/ray/hybrid" in cluster["file_mounts"]
+        commands = launcher.get_head_setup_commands() if name == cluster["head_node_type"] \
+            else launcher.get_worker_setup_commands(name)
+        assert commands == [], (name, commands)
+    assert "/home/ray/hybrid" not in cluster["file_mounts"]  # nothing to install from
+
+
+def test_nodes_log_in_to_the_image_registry(cluster, launcher):
+    """`docker pull` from ECR needs credentials: the ECR credential helper, registered for the
+    images' registry, and both node roles allowed to pull from that repository."""
+    image = launcher.get_docker_config(cluster["head_node_type"])["image"]
+    account, region, _, _ = ECR_IMAGE.fullmatch(image).groups()
+    registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
+    init = "\n".join(cluster["initialization_commands"])
+    assert "amazon-ecr-credential-helper" in init and "docker-credential-ecr-login" in init
+    (docker_config,) = re.findall(r"echo '(\{.*\})' > ~/\.docker/config\.json", init)
+    assert json.loads(docker_config) == {"credHelpers": {registry: "ecr-login"}}
+    repository = f"arn:aws:ecr:{region}:{account}:repository/hybrid"
+    for path in (HEAD_POLICY, WORKER_POLICY):
+        policy = json.loads(path.read_text())
+        (login,) = _statements(policy, "ecr:GetAuthorizationToken")
+        assert login["Resource"] == "*", path.name  # the token call has no resource of its own
+        for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                       "ecr:BatchCheckLayerAvailability"):
+            (pull,) = _statements(policy, action)
+            assert pull["Resource"] == repository, (path.name, action)
 
 
 def test_cluster_uses_token_authentication(cluster):
@@ -399,6 +430,20 @@ def test_rayjob_head_and_worker_groups(rayjob):
     for group in groups:
         assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
         assert "rayStartParams" in group
+
+
+def test_rayjob_pods_run_the_image_of_their_kind_from_the_same_registry(rayjob, cluster):
+    """The same images as the cluster launcher's: built from infra/Dockerfile, in ECR."""
+    launcher_image = cluster["docker"]["image"]
+    for name, group in _groups(rayjob).items():
+        image = _container(group)["image"]
+        match = ECR_IMAGE.fullmatch(image)
+        assert match, (name, image)
+        assert match.group(4) == ("gpu" if _gpus(group) else "cpu"), (name, image)
+        assert image.rsplit(":", 1)[0] == launcher_image.rsplit(":", 1)[0], (name, image)
+        assert match.group(3) == _package_version(), (name, image)
+    lines = _image_lines(RAYJOB_YAML)
+    assert len(lines) == 3 and all("CHANGE" in line for line in lines), lines
 
 
 def test_rayjob_token_secret_is_documented_not_shipped(rayjob, k8s_docs):
@@ -616,6 +661,8 @@ def test_dockerfile_installs_dependencies_before_copying_the_code():
     assert max(inputs_at.values()) < deps_at < code_at
     (package_at,) = [i for i, args in runs if i > code_at]
     assert "--no-deps" in steps[package_at][1]
+    # the launcher's autoscaler (in the head's container) launches EC2 nodes with boto3
+    assert re.search(r"-r /tmp/requirements\.txt boto3\b", steps[deps_at][1])
 
 
 def test_dockerfile_has_a_cpu_and_a_gpu_variant():
