@@ -701,6 +701,33 @@ def test_constraints_pin_every_runtime_dependency():
         assert name in pins, name
 
 
+# ------------------------------------------------------------------ .rayignore
+def test_rayignore_keeps_the_job_upload_to_the_code(tmp_path):
+    """What `ray job submit --working-dir .` packs, by Ray's own packer, from a checkout with a
+    virtual environment, git history, run outputs and caches beside the code; .rayignore alone
+    (no .gitignore: it lacks .git, and RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 turns it off)."""
+    import zipfile
+
+    packaging = pytest.importorskip("ray._private.runtime_env.packaging")
+    checkout = tmp_path / "checkout"
+    kept = ["hybrid/__init__.py", "hybrid/runs.py", "jobs/run_pipeline.py", "configs/demo.yml",
+            "models/camels-us-s2s-h128/checkpoints/final.pt", "pyproject.toml", ".rayignore"]
+    dropped = [".git/HEAD", ".git/objects/ab/cdef", ".venv/bin/python", ".venv/lib/x.py",
+               "runs/demo/summary/summary.parquet", "shared/data/README.md",
+               "hybrid/__pycache__/cli.cpython-311.pyc", ".pytest_cache/v/cache",
+               ".ruff_cache/x", "build/lib/hybrid/cli.py", "hybrid.egg-info/PKG-INFO"]
+    for name in kept + dropped:
+        path = checkout / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name != ".rayignore":
+            path.write_text("x")
+    shutil.copy(REPO / ".rayignore", checkout / ".rayignore")
+    package = tmp_path / "package.zip"
+    packaging._zip_files(str(checkout), [], str(package), include_gitignore=False)
+    uploaded = {n for n in zipfile.ZipFile(package).namelist() if not n.endswith("/")}
+    assert uploaded == set(kept)
+
+
 # ------------------------------------------------------------------ infra/local/*.sh
 def test_local_scripts_exist():
     names = {p.name for p in LOCAL_SCRIPTS}
