@@ -699,6 +699,34 @@ def test_constraints_pin_every_runtime_dependency():
     assert pins["ray"] == RAY_VERSION
     for name in ("botocore", "aiobotocore", "boto3"):  # the S3 stack moves as one
         assert name in pins, name
+    # generated, and says how
+    assert "python infra/freeze_constraints.py > infra/constraints.txt" in CONSTRAINTS.read_text()
+
+
+def _direct_dependencies() -> list[str]:
+    """pyproject.toml's dependencies and boto3 (installed in the image beside them)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the test below then has nothing to compare
+        return []
+    with (REPO / "pyproject.toml").open("rb") as f:
+        requirements = tomllib.load(f)["project"]["dependencies"]
+    return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements] + ["boto3"]
+
+
+@pytest.mark.parametrize("name", _direct_dependencies())
+def test_constraints_pin_the_installed_versions(name):
+    """The file claims the versions the tests ran with: here they are running."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{name} is not installed here, so its pin cannot be compared")
+    pinned = _pins()[re.sub(r"[-_.]+", "-", name).lower()]
+    # a local label (torch's +cpu / +cu128) is the build, not the version
+    assert pinned == installed.split("+", 1)[0], \
+        f"{name}: pinned {pinned}, installed {installed}; run infra/freeze_constraints.py"
 
 
 # ------------------------------------------------------------------ .rayignore
