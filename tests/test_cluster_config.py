@@ -756,6 +756,34 @@ def test_rayignore_keeps_the_job_upload_to_the_code(tmp_path):
     assert uploaded == set(kept)
 
 
+def test_every_extra_the_project_asks_for_exists():
+    """An extra a dependency does not provide is dropped with a warning at set-up (s3fs has no
+    `boto3` extra), and whatever it was meant to pull in is then missing or unpinned."""
+    tomllib = pytest.importorskip("tomllib")
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    with (REPO / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    requirements += [Requirement(r) for group in project["optional-dependencies"].values()
+                     for r in group]
+    checked = 0
+    for requirement in requirements:
+        if not requirement.extras:
+            continue
+        try:
+            provided = metadata.metadata(requirement.name).get_all("Provides-Extra") or []
+        except metadata.PackageNotFoundError:
+            continue
+        normalize = lambda extra: re.sub(r"[-_.]+", "-", extra).lower()  # noqa: E731
+        missing = {normalize(e) for e in requirement.extras} - {normalize(e) for e in provided}
+        assert not missing, f"{requirement}: {requirement.name} has no extra {sorted(missing)}"
+        checked += 1
+    assert checked, "no installed dependency with extras to check"
+
+
 # ------------------------------------------------------------------ infra/local/*.sh
 def test_local_scripts_exist():
     names = {p.name for p in LOCAL_SCRIPTS}
