@@ -29,6 +29,36 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+#: KubeRay's RayJob CRD, release v1.6.2 (tests/data/README.md, <shared data>/kuberay/README.md)
+KUBERAY_CRD = "ray.io_rayjobs.yaml"
+KUBERAY_CRD_SHA256 = "ecae45d9a5dc1be68f1074ba784c495ef9d439d295253b61e1bd51f7b08522f5"
+
+
+@pytest.fixture(scope="session")
+def kuberay_crd() -> Path:
+    """KubeRay's RayJob CRD: the file HYBRID_KUBERAY_CRD names, else the shared data's copy
+    (``<shared data>/kuberay/``), else ``tests/data/``; skips, naming those places, without one.
+
+    A copy found in the default places must be the documented release (its sha256): a schema of
+    another release would validate the manifest against other rules without saying so.
+    """
+    import hashlib
+
+    named = os.environ.get("HYBRID_KUBERAY_CRD")
+    if named:
+        if not Path(named).is_file():
+            pytest.fail(f"HYBRID_KUBERAY_CRD={named}: no such file")
+        return Path(named)
+    places = [SHARED_DATA / "kuberay" / KUBERAY_CRD, REPO / "tests" / "data" / KUBERAY_CRD]
+    path = next((p for p in places if p.is_file()), None)
+    if path is None:
+        pytest.skip(f"KubeRay's RayJob CRD not found at {' or '.join(map(str, places))} (set "
+                    "HYBRID_SHARED_DATA or HYBRID_KUBERAY_CRD; see tests/data/README.md)")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert digest == KUBERAY_CRD_SHA256, f"{path}: sha256 {digest}, not KubeRay v1.6.2's"
+    return path
+
+
 @pytest.fixture(scope="session")
 def caravan_dir(shared_data: Path) -> Path:
     return shared_data / "caravan"
@@ -99,6 +129,17 @@ def any_store(request, tmp_path):
 
 
 # ------------------------------------------------------------------------------ Ray
+@pytest.fixture(scope="session", autouse=True)
+def no_ray_address():
+    """The tests run on Ray instances of their own: a RAY_ADDRESS left in the shell (what
+    infra/local/start_cluster.sh prints) would send their runs to that cluster instead, where a
+    local store is refused. Tests that join a cluster set it themselves."""
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    yield
+    if saved is not None:
+        os.environ["RAY_ADDRESS"] = saved
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray instance (2 CPUs) shared by the tests that need Ray."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import json
 import os
 import re
@@ -31,7 +32,6 @@ HEAD_POLICY = REPO / "infra" / "aws-head-policy.json"
 WORKER_POLICY = REPO / "infra" / "aws-worker-policy.json"
 LOCAL_SCRIPTS = sorted((REPO / "infra" / "local").glob("*.sh"))
 RAY_VERSION = "2.60.0"
-CRD_NAME = "ray.io_rayjobs.yaml"
 
 
 def _pins() -> dict[str, str]:
@@ -133,6 +133,84 @@ def test_cpu_worker_types_for_the_decoders_on_spot(cluster):
     assert sum(t["max_workers"] for t in cpu_types.values()) >= 40
 
 
+def _v2_launches(cluster: dict, cpus: int) -> dict[str, int]:
+    """The nodes autoscaler v2 (Ray's own scheduler) launches for ``cpus`` one-CPU tasks on an
+    empty cluster of this config."""
+    scheduler = pytest.importorskip("ray.autoscaler.v2.scheduler")
+    from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig
+    from ray.autoscaler.v2.utils import ResourceRequestUtil
+    from ray.core.generated.autoscaler_pb2 import ResourceRequestByCount
+
+    config = AutoscalingConfig(copy.deepcopy(cluster), skip_content_hash=True)
+    request = scheduler.SchedulingRequest(
+        disable_launch_config_check=True, node_type_configs=config.get_node_type_configs(),
+        max_num_nodes=config.get_max_num_nodes(),
+        resource_requests=[ResourceRequestByCount(
+            request=ResourceRequestUtil.make({"CPU": 1}), count=cpus)])
+    reply = scheduler.ResourceDemandScheduler(None).schedule(request)
+    return {launch.instance_type: launch.count for launch in reply.to_launch}
+
+
+def _v1_launches(cluster: dict, cpus: int) -> dict[str, int]:
+    """The same with autoscaler v1's scheduler (`ray up` with RAY_UP_enable_autoscaler_v2=0)."""
+    v1 = pytest.importorskip("ray.autoscaler._private.resource_demand_scheduler")
+    from ray.autoscaler._private.node_provider_availability_tracker import (
+        NodeAvailabilitySummary,
+    )
+
+    scorer = functools.partial(v1._default_utilization_scorer,
+                               node_availability_summary=NodeAvailabilitySummary({}))
+    nodes, _ = v1.get_nodes_for(copy.deepcopy(cluster["available_node_types"]), {},
+                                cluster["head_node_type"], cluster["max_workers"],
+                                [{"CPU": 1}] * cpus, scorer)
+    return dict(nodes)
+
+
+def test_cpu_types_are_launched_in_priority_order(cluster):
+    """The order the file documents (c7i, c6i, c6a, c5), as autoscaler v2 applies it: one task
+    takes a node of the first type, 25 nodes' worth fill the first two types and half the
+    third; and the documented remedy for a type without spot capacity, lowering its priority,
+    moves the work to the next type."""
+    cpu_types = _cpu_types(cluster)
+    order = sorted(cpu_types, key=lambda name: -cpu_types[name]["priority"])
+    assert [cpu_types[n]["node_config"]["InstanceType"].split(".")[0] for n in order] == \
+        ["c7i", "c6i", "c6a", "c5"]
+    per_node = int(cpu_types[order[0]]["resources"]["CPU"])
+    assert _v2_launches(cluster, 1) == {order[0]: 1}
+    assert _v2_launches(cluster, 25 * per_node) == {order[0]: 10, order[1]: 10, order[2]: 5}
+    lowered = copy.deepcopy(cluster)
+    lowered["available_node_types"][order[0]]["priority"] = 0
+    assert _v2_launches(lowered, 1) == {order[1]: 1}
+
+
+def test_the_head_starts_only_under_autoscaler_v2(cluster, launcher):
+    """Autoscaler v1 ignores `priority` (lowering it changes nothing there), so the head's first
+    start command refuses to go on unless `ray up` switched v2 on, which it does by putting
+    exports in front of every head start command (Ray >= 2.50, unless
+    RAY_UP_enable_autoscaler_v2=0)."""
+    util = pytest.importorskip("ray.autoscaler._private.util")
+    lowered = copy.deepcopy(cluster)
+    first = max(_cpu_types(cluster), key=lambda name: _cpu_types(cluster)[name]["priority"])
+    lowered["available_node_types"][first]["priority"] = 0
+    assert _v1_launches(lowered, 1) == _v1_launches(cluster, 1) == {first: 1}
+
+    commands = launcher.get_config("head_start_ray_commands")
+    assert any("ray start --head" in c for c in commands)
+    guard = commands[0]
+    # checked before it runs here: nothing but this test may run on this machine
+    assert guard.startswith('test "${RAY_enable_autoscaler_v2:-0}" = 1 ||'), guard
+    assert "ray stop" not in guard and "ray start" not in guard, guard
+    bash = shutil.which("bash") or pytest.skip("bash not found")
+    env = {"PATH": os.environ.get("PATH", "")}
+    v2 = util.with_envs([guard], {"RAY_enable_autoscaler_v2": "1",
+                                  "RAY_CLOUD_INSTANCE_ID": "i-0123", "RAY_NODE_TYPE_NAME": "head"})
+    assert subprocess.run([bash, "-c", v2[0]], env=env).returncode == 0
+    v1 = subprocess.run([bash, "-c", guard], env=env, capture_output=True, text=True)
+    assert v1.returncode != 0
+    assert v1.stderr.count("\n") == 1 and "RAY_UP_enable_autoscaler_v2=1" in v1.stderr, v1.stderr
+    assert "RAY_UP_enable_autoscaler_v2=1 ray up ray_cluster.yaml" in CLUSTER_YAML.read_text()
+
+
 def test_cluster_limits_add_up(cluster):
     assert cluster["cluster_name"] == "hybrid"
     assert cluster["provider"]["type"] == "aws"
@@ -206,38 +284,69 @@ def test_head_has_its_own_profile_that_may_pass_the_worker_role(cluster):
     assert "aws-head-policy.json" in CLUSTER_YAML.read_text()
 
 
+#: a private ECR repository: <account>.dkr.ecr.<region>.amazonaws.com/hybrid:<version>-<cpu|gpu>
+ECR_IMAGE = re.compile(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com/hybrid:(.+)-(cpu|gpu)")
+
+
+def _package_version() -> str:
+    tomllib = pytest.importorskip("tomllib")
+    with (REPO / "pyproject.toml").open("rb") as f:
+        return tomllib.load(f)["project"]["version"]
+
+
+def _image_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines()
+            if re.match(r"\s*(image|worker_image):", line)]
+
+
 def test_each_node_type_runs_the_image_of_its_kind(cluster, launcher):
+    """The project's image from a private registry (ECR), not Docker Hub: anonymous pulls from
+    there are limited per IP address, which a 40-node spot fleet behind one NAT exceeds."""
     gpu_types = _gpu_types(cluster)
+    registries = set()
     for name in _node_types(cluster):
         image = launcher.get_docker_config(name)["image"]
-        assert image.startswith(f"rayproject/ray:{RAY_VERSION}-py311-"), (name, image)
-        kind = "gpu" if name in gpu_types else "cpu"
-        assert image.endswith(f"-{kind}"), (name, image)
+        match = ECR_IMAGE.fullmatch(image)
+        assert match, (name, image)
+        account, region, version, kind = match.groups()
+        assert kind == ("gpu" if name in gpu_types else "cpu"), (name, image)
+        assert version == _package_version(), (name, image)
+        assert region == cluster["provider"]["region"], (name, image)
+        registries.add((account, region))
+    assert len(registries) == 1, registries
+    lines = _image_lines(CLUSTER_YAML)
+    assert len(lines) == 2 and all("CHANGE" in line for line in lines), lines
 
 
-def _setup_commands(cluster: dict, launcher, name: str) -> list[str]:
-    if name == cluster["head_node_type"]:
-        return launcher.get_head_setup_commands()
-    return launcher.get_worker_setup_commands(name)
-
-
-def test_each_node_type_installs_its_torch_then_the_package(cluster, launcher):
-    gpu_types = _gpu_types(cluster)
-    torch_pin = _pins()["torch"]
+def test_no_node_installs_anything_at_start_up(cluster, launcher):
+    """The images hold torch, the package and its dependencies: a spot node that pip-installs
+    at start-up costs minutes each time and fails when PyPI or the PyTorch index does."""
     for name in _node_types(cluster):
-        commands = _setup_commands(cluster, launcher, name)
-        (torch_at,) = [i for i, c in enumerate(commands) if "torch==" in c]
-        (package_at,) = [i for i, c in enumerate(commands) if c.endswith(" /home/ray/hybrid")]
-        assert torch_at < package_at, f"{name}: pip would otherwise pull the CUDA torch from PyPI"
-        torch_command = commands[torch_at]
-        assert f'"torch=={torch_pin}"' in torch_command, name
-        index = re.search(r"download\.pytorch\.org/whl/(\w+)", torch_command).group(1)
-        if name in gpu_types:
-            assert re.fullmatch(r"cu\d+", index), (name, index)
-        else:
-            assert index == "cpu", (name, index)
-        assert "-c /home/ray/hybrid/infra/constraints.txt" in commands[package_at], name
-    assert "/home/ray/hybrid" in cluster["file_mounts"]
+        commands = launcher.get_head_setup_commands() if name == cluster["head_node_type"] \
+            else launcher.get_worker_setup_commands(name)
+        assert commands == [], (name, commands)
+    assert "/home/ray/hybrid" not in cluster["file_mounts"]  # nothing to install from
+
+
+def test_nodes_log_in_to_the_image_registry(cluster, launcher):
+    """`docker pull` from ECR needs credentials: the ECR credential helper, registered for the
+    images' registry, and both node roles allowed to pull from that repository."""
+    image = launcher.get_docker_config(cluster["head_node_type"])["image"]
+    account, region, _, _ = ECR_IMAGE.fullmatch(image).groups()
+    registry = f"{account}.dkr.ecr.{region}.amazonaws.com"
+    init = "\n".join(cluster["initialization_commands"])
+    assert "amazon-ecr-credential-helper" in init and "docker-credential-ecr-login" in init
+    (docker_config,) = re.findall(r"echo '(\{.*\})' > ~/\.docker/config\.json", init)
+    assert json.loads(docker_config) == {"credHelpers": {registry: "ecr-login"}}
+    repository = f"arn:aws:ecr:{region}:{account}:repository/hybrid"
+    for path in (HEAD_POLICY, WORKER_POLICY):
+        policy = json.loads(path.read_text())
+        (login,) = _statements(policy, "ecr:GetAuthorizationToken")
+        assert login["Resource"] == "*", path.name  # the token call has no resource of its own
+        for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                       "ecr:BatchCheckLayerAvailability"):
+            (pull,) = _statements(policy, action)
+            assert pull["Resource"] == repository, (path.name, action)
 
 
 def test_cluster_uses_token_authentication(cluster):
@@ -321,6 +430,20 @@ def test_rayjob_head_and_worker_groups(rayjob):
     for group in groups:
         assert group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
         assert "rayStartParams" in group
+
+
+def test_rayjob_pods_run_the_image_of_their_kind_from_the_same_registry(rayjob, cluster):
+    """The same images as the cluster launcher's: built from infra/Dockerfile, in ECR."""
+    launcher_image = cluster["docker"]["image"]
+    for name, group in _groups(rayjob).items():
+        image = _container(group)["image"]
+        match = ECR_IMAGE.fullmatch(image)
+        assert match, (name, image)
+        assert match.group(4) == ("gpu" if _gpus(group) else "cpu"), (name, image)
+        assert image.rsplit(":", 1)[0] == launcher_image.rsplit(":", 1)[0], (name, image)
+        assert match.group(3) == _package_version(), (name, image)
+    lines = _image_lines(RAYJOB_YAML)
+    assert len(lines) == 3 and all("CHANGE" in line for line in lines), lines
 
 
 def test_rayjob_token_secret_is_documented_not_shipped(rayjob, k8s_docs):
@@ -408,14 +531,6 @@ def test_rayjob_requests_fit_their_nodes(rayjob, group_name):
     assert float(_cpu(resources["limits"]["cpu"])).is_integer()
 
 
-# RayJob CRD: see tests/data/README.md for the file, its origin and why it is looked up here.
-def _crd_path() -> Path | None:
-    shared = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
-    candidates = [os.environ.get("HYBRID_KUBERAY_CRD"), REPO / "tests" / "data" / CRD_NAME,
-                  shared / "kuberay" / CRD_NAME]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
-
-
 def kubernetes_schema(node):
     """An openAPI schema of a CRD as JSON Schema, with the API server's unknown-field check.
 
@@ -438,12 +553,11 @@ def kubernetes_schema(node):
 
 
 @pytest.fixture(scope="module")
-def rayjob_validator():
+def rayjob_validator(kuberay_crd):
+    """The RayJob CRD's v1 schema (found by conftest's ``kuberay_crd``: by default in the shared
+    data folder, ``<shared data>/kuberay/``)."""
     jsonschema = pytest.importorskip("jsonschema", reason="pip install jsonschema")
-    path = _crd_path()
-    if path is None:
-        pytest.skip(f"KubeRay's RayJob CRD ({CRD_NAME}) not found: set HYBRID_KUBERAY_CRD, or see "
-                    "tests/data/README.md for where to put it")
+    path = kuberay_crd
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(path.read_text(), Loader=loader)
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
@@ -465,6 +579,16 @@ def test_kubernetes_schema_reads_int_or_string_and_unknown_fields():
     assert not list(validator.iter_errors(good))
     for bad in ({"limits": {"cpu": [4]}}, {"limit": {}}, {"note": 3}):
         assert list(validator.iter_errors(bad)), bad
+
+
+def test_the_crd_comes_from_the_shared_data_folder_by_default(kuberay_crd):
+    """Where the project keeps it (``<shared data>/kuberay/``), so the CRD tests run, not skip,
+    wherever the shared data is."""
+    if os.environ.get("HYBRID_KUBERAY_CRD"):
+        pytest.skip("HYBRID_KUBERAY_CRD names the file")
+    shared = Path(os.environ.get("HYBRID_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if (shared / "kuberay").is_dir():
+        assert kuberay_crd == shared / "kuberay" / "ray.io_rayjobs.yaml"
 
 
 def test_rayjob_matches_the_kuberay_crd(rayjob, rayjob_validator):
@@ -537,6 +661,8 @@ def test_dockerfile_installs_dependencies_before_copying_the_code():
     assert max(inputs_at.values()) < deps_at < code_at
     (package_at,) = [i for i, args in runs if i > code_at]
     assert "--no-deps" in steps[package_at][1]
+    # the launcher's autoscaler (in the head's container) launches EC2 nodes with boto3
+    assert re.search(r"-r /tmp/requirements\.txt boto3\b", steps[deps_at][1])
 
 
 def test_dockerfile_has_a_cpu_and_a_gpu_variant():
@@ -573,6 +699,90 @@ def test_constraints_pin_every_runtime_dependency():
     assert pins["ray"] == RAY_VERSION
     for name in ("botocore", "aiobotocore", "boto3"):  # the S3 stack moves as one
         assert name in pins, name
+    # generated, and says how
+    assert "python infra/freeze_constraints.py > infra/constraints.txt" in CONSTRAINTS.read_text()
+
+
+def _direct_dependencies() -> list[str]:
+    """pyproject.toml's dependencies and boto3 (installed in the image beside them)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the test below then has nothing to compare
+        return []
+    with (REPO / "pyproject.toml").open("rb") as f:
+        requirements = tomllib.load(f)["project"]["dependencies"]
+    return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements] + ["boto3"]
+
+
+@pytest.mark.parametrize("name", _direct_dependencies())
+def test_constraints_pin_the_installed_versions(name):
+    """The file claims the versions the tests ran with: here they are running."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        pytest.skip(f"{name} is not installed here, so its pin cannot be compared")
+    pinned = _pins()[re.sub(r"[-_.]+", "-", name).lower()]
+    # a local label (torch's +cpu / +cu128) is the build, not the version
+    assert pinned == installed.split("+", 1)[0], \
+        f"{name}: pinned {pinned}, installed {installed}; run infra/freeze_constraints.py"
+
+
+# ------------------------------------------------------------------ .rayignore
+def test_rayignore_keeps_the_job_upload_to_the_code(tmp_path):
+    """What `ray job submit --working-dir .` packs, by Ray's own packer, from a checkout with a
+    virtual environment, git history, run outputs and caches beside the code; .rayignore alone
+    (no .gitignore: it lacks .git, and RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1 turns it off)."""
+    import zipfile
+
+    packaging = pytest.importorskip("ray._private.runtime_env.packaging")
+    checkout = tmp_path / "checkout"
+    kept = ["hybrid/__init__.py", "hybrid/store/runs.py", "jobs/run_pipeline.py",
+            "configs/demo.yml",
+            "models/camels-us-s2s-h128/checkpoints/final.pt", "pyproject.toml", ".rayignore"]
+    dropped = [".git/HEAD", ".git/objects/ab/cdef", ".venv/bin/python", ".venv/lib/x.py",
+               "runs/demo/summary/summary.parquet", "shared/data/README.md",
+               "hybrid/__pycache__/cli.cpython-311.pyc", ".pytest_cache/v/cache",
+               ".ruff_cache/x", "build/lib/hybrid/cli.py", "hybrid.egg-info/PKG-INFO"]
+    for name in kept + dropped:
+        path = checkout / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name != ".rayignore":
+            path.write_text("x")
+    shutil.copy(REPO / ".rayignore", checkout / ".rayignore")
+    package = tmp_path / "package.zip"
+    packaging._zip_files(str(checkout), [], str(package), include_gitignore=False)
+    uploaded = {n for n in zipfile.ZipFile(package).namelist() if not n.endswith("/")}
+    assert uploaded == set(kept)
+
+
+def test_every_extra_the_project_asks_for_exists():
+    """An extra a dependency does not provide is dropped with a warning at set-up (s3fs has no
+    `boto3` extra), and whatever it was meant to pull in is then missing or unpinned."""
+    tomllib = pytest.importorskip("tomllib")
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    with (REPO / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    requirements += [Requirement(r) for group in project["optional-dependencies"].values()
+                     for r in group]
+    checked = 0
+    for requirement in requirements:
+        if not requirement.extras:
+            continue
+        try:
+            provided = metadata.metadata(requirement.name).get_all("Provides-Extra") or []
+        except metadata.PackageNotFoundError:
+            continue
+        normalize = lambda extra: re.sub(r"[-_.]+", "-", extra).lower()  # noqa: E731
+        missing = {normalize(e) for e in requirement.extras} - {normalize(e) for e in provided}
+        assert not missing, f"{requirement}: {requirement.name} has no extra {sorted(missing)}"
+        checked += 1
+    assert checked, "no installed dependency with extras to check"
 
 
 # ------------------------------------------------------------------ infra/local/*.sh

@@ -226,6 +226,8 @@ def test_predict_last_n_longer_than_seq_length(tmp_path: Path) -> None:
         ({"basins": ["a b"]}, "basins[0]"),
         ({"basins": ["x", "x"]}, "basins"),
         ({"resources": {"decoder_num_cpus": 0}}, "resources.decoder_num_cpus"),
+        ({"resources": {"gpu_wait_minutes": 0}}, "resources.gpu_wait_minutes"),
+        ({"resources": {"gpu_wait_minutes": -1.5}}, "resources.gpu_wait_minutes"),
     ],
 )
 def test_bad_values(tmp_path: Path, changes: dict, key: str) -> None:

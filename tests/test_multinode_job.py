@@ -287,6 +287,8 @@ def test_local_store_on_multinode_cluster_is_refused(ray_cluster: LocalCluster, 
                          epochs=1, resources={"executor": "ray"})
     status, logs = _run_job(ray_cluster, _working_dir(tmp_path / "job", cfg), timeout=120)
     assert status == "FAILED", logs[-4000:]
-    assert f"error: store {store}/local is a local path but the Ray cluster has 2 nodes: " \
-           "use an s3:// store, or set resources.shared_filesystem: true" in logs, logs[-4000:]
+    # the job's driver joins the cluster through RAY_ADDRESS, set by the job server
+    assert f"error: store {store}/local is a local path but the run joins a Ray cluster " \
+           "(RAY_ADDRESS=" in logs, logs[-4000:]
+    assert "use an s3:// store, or set resources.shared_filesystem: true" in logs, logs[-4000:]
     assert not store.exists()  # refused before anything was prepared into it

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +73,9 @@ class ResourcesConfig:
     encoder_num_gpus: float | Literal["auto"] = "auto"
     #: CPUs for the encoder actor: "auto" is 1 beside a GPU, else the largest node's CPUs
     encoder_num_cpus: float | Literal["auto"] = "auto"
+    #: minutes the encoder actor waits for a GPU node (one the autoscaler adds) before the run
+    #: stops with an error; without a bound, a GPU node that never comes is an endless wait
+    gpu_wait_minutes: float = 20.0
     #: CPUs per decoder task; the random forest's n_jobs equals it
     decoder_num_cpus: int = 1
     #: memory reserved per decoder task (MiB); 0 leaves it to Ray
@@ -87,6 +91,11 @@ class ResourcesConfig:
     #: custom Ray resources each decoder task asks for, e.g. {"decoder_node": 1} to keep
     #: decoders on the CPU worker type of ray_cluster.yaml
     decoder_custom_resources: dict[str, float] = field(default_factory=dict)
+
+    def cluster_address(self) -> str | None:
+        """The Ray cluster a run joins: ``address``, else RAY_ADDRESS (what ``ray job submit``
+        sets); None means a private local instance."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
 
 
 @dataclass

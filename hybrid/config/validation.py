@@ -107,6 +107,8 @@ def _check_resources(cfg: Config) -> None:
         raise ConfigError(f"resources.decoder_num_cpus: must be >= 1, got {res.decoder_num_cpus}")
     if res.encoder_num_gpus != "auto" and res.encoder_num_gpus < 0:
         raise ConfigError("resources.encoder_num_gpus: must be >= 0 or 'auto'")
+    if not res.gpu_wait_minutes > 0:
+        raise ConfigError(f"resources.gpu_wait_minutes: must be > 0, got {res.gpu_wait_minutes}")
 
 
 def _check_decoder(cfg: Config) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import ray
 
 from hybrid.config import Config
-from hybrid.errors import StoreError
+from hybrid.errors import HybridError, StoreError
 from hybrid.execution.context import Context
 from hybrid.execution.executors import Setup, Work
 from hybrid.logs import logger
@@ -37,7 +37,7 @@ def connect(cfg: Config) -> None:
     """Join the cluster named by config or RAY_ADDRESS, else start a local one."""
     if ray.is_initialized():
         return
-    address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
+    address = cfg.resources.cluster_address()
     # The driver's package must be importable on every worker; a local cluster and an
     # installed package need nothing, a job submitted with --working-dir ships the code.
     if address:
@@ -57,7 +57,7 @@ def connect(cfg: Config) -> None:
 
 def joined_cluster(cfg: Config) -> bool:
     """Whether the run goes to an existing cluster (which may have several nodes)."""
-    return bool(cfg.resources.address or os.environ.get("RAY_ADDRESS"))
+    return cfg.resources.cluster_address() is not None
 
 
 def alive_nodes() -> list[dict]:
@@ -69,12 +69,27 @@ def node_id() -> str:
 
 
 def check_store_reachable(cfg: Config, store: Store) -> None:
-    """Object storage is the only shared disk: a local store only works on one node."""
-    if store.is_local and len(alive_nodes()) > 1 and not cfg.resources.shared_filesystem:
-        raise StoreError(
-            f"store {store.uri()} is a local path but the Ray cluster has "
-            f"{len(alive_nodes())} nodes: use an s3:// store, or set "
-            "resources.shared_filesystem: true if that path is on a filesystem all nodes share")
+    """Object storage is the only shared disk: a local store only works on one node.
+
+    A run that joins a cluster (an address) is refused whatever the node count: on an
+    autoscaling cluster only the CPU-less head is up when the job starts, so the nodes that
+    would need the store do not exist yet, and the run would fail late, after pre-training.
+    """
+    if not store.is_local or cfg.resources.shared_filesystem:
+        return
+    if joined_cluster(cfg):
+        address = cfg.resources.address
+        named = f"resources.address: {address}" if address else \
+            f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}"
+        where = f"the run joins a Ray cluster ({named}), whose nodes (now or once the " \
+            "autoscaler adds them) do not share this disk"
+    elif len(alive_nodes()) > 1:
+        where = f"the Ray cluster has {len(alive_nodes())} nodes, which do not share this disk"
+    else:
+        return  # a private local instance: one node
+    raise StoreError(
+        f"store {store.uri()} is a local path but {where}: use an s3:// store, or set "
+        "resources.shared_filesystem: true if that path is on a filesystem all nodes share")
 
 
 #: the cluster launcher's config on the head node, where `ray job submit` runs the driver
@@ -239,7 +254,30 @@ class RayExecutor:
             actor = ray.remote(Host).options(**ray_options(resources), max_restarts=2,
                                              max_task_retries=resources.max_retries)
             self._hosts[resources] = actor.remote(int(max(1, resources.num_cpus)))
+            if resources.num_gpus:
+                self._wait_for_gpu(resources)
         return self._hosts[resources]
+
+    def _wait_for_gpu(self, resources: Resources) -> None:
+        """A GPU host starts once a node with a free GPU is there (an autoscaler may have to
+        add it); give up after ``resources.gpu_wait_minutes`` rather than wait forever for a
+        node that never comes (no GPU quota, no capacity, no GPU node type)."""
+        minutes = self.cfg.resources.gpu_wait_minutes
+        if ray.available_resources().get("GPU", 0) < resources.num_gpus:
+            log.info(f"encoder: waiting up to {minutes:g} min (resources.gpu_wait_minutes) for "
+                     "a node with a free GPU")
+        host = self._hosts[resources]
+        ready, _ = ray.wait([host.where.remote()], timeout=minutes * 60)
+        if ready:
+            return
+        ray.kill(host)  # else its request would keep the autoscaler launching GPU nodes
+        del self._hosts[resources]
+        raise HybridError(
+            f"encoder: no node with a free GPU joined the Ray cluster within "
+            f"resources.gpu_wait_minutes ({minutes:g} min) for the encoder actor "
+            f"({resources.num_gpus:g} GPU): check that the cluster can start its GPU node (node "
+            "type, the account's GPU instance quota, `ray status`), raise "
+            "resources.gpu_wait_minutes, or set resources.encoder_num_gpus: 0 to train on CPU")
 
     def call(self, fn: Callable[[Context], Any], context: Context, role: str
              ) -> tuple[Any, dict]:

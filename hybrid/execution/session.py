@@ -8,7 +8,6 @@ when it is chosen.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from hybrid.config import Config
@@ -90,5 +89,4 @@ def executor_for(cfg: Config, store: Store) -> Executor:
 
 def joins_cluster(cfg: Config) -> bool:
     """Whether the run goes to an existing cluster (which may have several nodes)."""
-    return cfg.resources.executor == "ray" and bool(
-        cfg.resources.address or os.environ.get("RAY_ADDRESS"))
+    return cfg.resources.executor == "ray" and cfg.resources.cluster_address() is not None

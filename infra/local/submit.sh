@@ -7,8 +7,9 @@
 # The entrypoint is "$PYTHON" jobs/run_pipeline.py --config <absolute config path> (or
 # "$PYTHON" -m hybrid.cli run ... while jobs/run_pipeline.py does not exist yet): the absolute
 # interpreter path makes the job use the same python as the cluster, whatever PATH the job
-# server has. --working-dir uploads the repository (minus .gitignore'd files), so the job runs
-# the code as it is in this checkout. AWS_* settings of start_s3.sh are passed to the job.
+# server has. --working-dir uploads the repository (minus what .rayignore and .gitignore list),
+# so the job runs the code as it is in this checkout. AWS_* settings of start_s3.sh are passed
+# to the job.
 set -euo pipefail
 # shellcheck source=infra/local/_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
