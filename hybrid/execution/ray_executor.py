@@ -2,11 +2,11 @@
 
 ``RayExecutor`` runs the runner's plain functions (``hybrid.execution.runner``) on a Ray cluster:
 
-* stateless work (decoders, baselines) as one task per catchment with the stage's resources,
-  the run context put in the object store once and shared by reference;
-* work with per-worker state (the encoder) on *hosts*: actors that run ``setup`` once and then
-  serve catchments; a host that pre-trained the model (``call``) serves the encoding next, on
-  the GPU node when the cluster has one.
+* "worker" work (encoding, decoders, baselines) as one task per catchment with the stage's
+  resources, the run context put in the object store once and shared by reference; a worker
+  process keeps what ``setup`` built (a loaded encoder) for the next catchments it gets;
+* "encoder" work (pre-training through ``call``, and ``hybrid predict``) on *hosts*: actors
+  that run ``setup`` once and then serve catchments, on the GPU node when the cluster has one.
 
 Ray's own exceptions are turned back into the user's: a project error raised remotely is one
 line again, not a remote traceback.
