@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                     "written from the run's outputs; other runs reuse it with base_run.")
     _run_options(export, "run config (YAML) of a finished run")
     export.add_argument("--out", required=True, help="model folder to write (e.g. models/NAME)")
+    export.add_argument("--force", action="store_true",
+                        help="write into a folder that is not empty, replacing its model files")
     metrics = sub.add_parser(
         "metrics", help="score simulated against observed streamflow from a CSV/Parquet file",
         description="Compute NSE, KGE (2009 and 2012), alpha/beta-NSE, r, RMSE, FHV/FMS/FLV and "
@@ -115,7 +117,7 @@ def _run_stage(args: argparse.Namespace) -> int:
         from hybrid.encoder.export import export_model
 
         command = f"hybrid run --config {args.config}"
-        print(f"model: {export_model(cfg, os.path.abspath(args.out), command)}")
+        print(f"model: {export_model(cfg, os.path.abspath(args.out), command, args.force)}")
         return EXIT_OK
     if args.command == "run":
         from hybrid.stages import run_all

@@ -146,6 +146,11 @@ class Config:
     #: CPU with AVX512-BF16, and on GPUs; BENCHMARKS.md measures what it costs in skill);
     #: evaluation and encoding stay in float32
     precision: Literal["fp32", "bf16"] = "fp32"
+    #: clip the LSTMs' and the decoders' predictions of the target at zero before they are
+    #: written and scored (NeuralHydrology's ``clip_targets_to_zero``); off by default: it
+    #: changed the median NSE by less than 0.001 (BENCHMARKS.md), and every count of
+    #: negative predictions stays visible in the summary's ``n_negative`` column
+    clip_targets_to_zero: bool = False
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3
