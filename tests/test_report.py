@@ -117,5 +117,12 @@ def test_negative_predictions_are_listed_per_catchment_and_model(cfg) -> None:
     assert "| g02 | 2 | 2 |" in lines
     assert "No model predicted a negative" in "\n".join(
         negative_lines(done.assign(n_negative=0), cfg))
+    assert "clipped at zero" in "\n".join(negative_lines(
+        done.assign(n_negative=0), cfg.replace(clip_targets_to_zero=True)))
+    # a model without a negative day keeps its column, with its zeros
+    one = negative_lines(done.assign(n_negative=np.where(done.model == "hybrid", 0,
+                                                          done.n_negative)), cfg)
+    assert "per model: hybrid 0, regional 6 (of 10)" in "\n".join(one)
+    assert "| g02 | 0 | 2 |" in one
     # a summary written before the column existed gets no section rather than a wrong one
     assert negative_lines(done.drop(columns="n_negative"), cfg) == []

@@ -271,25 +271,27 @@ def negative_lines(done: pd.DataFrame, cfg: Config) -> list[str]:
     median NSE does not show it. An older summary without the count says nothing."""
     if "n_negative" not in done or done["n_negative"].isna().all():
         return []
-    counts = done[done["n_negative"].fillna(0) > 0]
     lines = ["## Negative predictions", ""]
-    if counts.empty:
-        clip = " (`clip_targets_to_zero: true`)" if cfg.clip_targets_to_zero else ""
-        return lines + [f"No model predicted a negative {cfg.target} on a test day{clip}.", ""]
-    wide = counts.pivot_table(index=layout.PARTITION_KEY, columns="model", values="n_negative",
-                              aggfunc="sum", fill_value=0)
+    if cfg.clip_targets_to_zero:
+        return lines + [f"Predictions of {cfg.target} are clipped at zero "
+                        "(`clip_targets_to_zero: true`).", ""]
+    wide = done.pivot_table(index=layout.PARTITION_KEY, columns="model", values="n_negative",
+                            aggfunc="sum", fill_value=0)
+    wide = wide[wide.sum(axis=1) > 0]
+    if wide.empty:
+        return lines + [f"No model predicted a negative {cfg.target} on a test day.", ""]
     wide = wide.loc[wide.sum(axis=1).sort_values(ascending=False, kind="stable").index]
     per_model = ", ".join(f"{model} {int((wide[model] > 0).sum())}" for model in wide.columns)
-    lines += [f"Catchments with negative {cfg.target} predicted on test days, per model: "
-              f"{per_model} (of {done[layout.PARTITION_KEY].nunique()}); the summary's "
-              "`n_negative` column has every count, and `clip_targets_to_zero: true` clips "
-              "predictions at zero.", "",
+    lines += [f"Catchments with a negative {cfg.target} predicted on some test days, per model: "
+              f"{per_model} (of {done[layout.PARTITION_KEY].nunique()}). The table counts "
+              "those days; the summary's `n_negative` column has every count, and "
+              "`clip_targets_to_zero: true` clips predictions at zero.", "",
               "| catchment | " + " | ".join(map(str, wide.columns)) + " |",
               "|---|" + "---|" * len(wide.columns)]
     lines += [f"| {gauge_id} | " + " | ".join(str(int(v)) for v in row) + " |"
               for gauge_id, row in wide.head(NEGATIVE_LISTED).iterrows()]
     if len(wide) > NEGATIVE_LISTED:
-        lines.append(f"\n... and {len(wide) - NEGATIVE_LISTED} more catchment(s).")
+        lines += ["", f"... and {len(wide) - NEGATIVE_LISTED} more catchment(s)."]
     return lines + [""]
 
 
