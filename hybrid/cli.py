@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--members", nargs="+", default=[],
                         help="add the encoders of other finished runs or model folders (URLs) "
                              "as ensemble members; they must share this run's inputs and scaler")
+    export.add_argument("--force", action="store_true",
+                        help="write into a folder that is not empty, replacing its model files")
     metrics = sub.add_parser(
         "metrics", help="score simulated against observed streamflow from a CSV/Parquet file",
         description="Compute NSE, KGE (2009 and 2012), alpha/beta-NSE, r, RMSE, FHV/FMS/FLV and "
@@ -127,7 +129,7 @@ def _run_stage(args: argparse.Namespace) -> int:
         from hybrid.encoder.export import export_model
 
         command = f"hybrid run --config {args.config}"
-        out = export_model(cfg, os.path.abspath(args.out), command, args.snapshots,
+        out = export_model(cfg, os.path.abspath(args.out), command, args.force, args.snapshots,
                            [m if "://" in m else os.path.abspath(m) for m in args.members])
         print(f"model: {out}")
         return EXIT_OK

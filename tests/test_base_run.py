@@ -214,3 +214,35 @@ def test_export_writes_a_model_folder_a_run_can_reuse(base, tiny_config, tmp_pat
                         basins=["synthetic_004", "synthetic_005"], n_train_basins=1,
                         base_run=str(folder))
     assert run_all(reuse).exit_code == 0
+
+
+def test_export_refuses_a_folder_that_is_not_empty_unless_forced(base, tmp_path, capsys,
+                                                                 assert_one_line) -> None:
+    """It used to write over whatever was there, another model's card and weights included."""
+    import yaml
+
+    from hybrid.cli import main
+
+    cfg, store = base
+    config = tmp_path / "base.yml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    folder = tmp_path / "models" / "taken"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "final.pt").write_bytes(b"another model's weights")
+    capsys.readouterr()
+    assert main(["export", "--config", str(config), "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert_one_line(err, str(folder), "--force")
+    assert err.startswith("error: ") and "is not empty" in err
+    assert (folder / "checkpoints" / "final.pt").read_bytes() == b"another model's weights"
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints"]
+
+    assert main(["export", "--config", str(config), "--out", str(folder), "--force"]) == 0
+    assert capsys.readouterr().out.strip() == f"model: {folder}"
+    assert (folder / "checkpoints" / "final.pt").read_bytes() == store.read_bytes(layout.FINAL)
+    assert (folder / "MODEL_CARD.md").exists()
+    # an empty folder (made beforehand, as a user might) needs no --force
+    empty = tmp_path / "models" / "empty"
+    empty.mkdir()
+    assert main(["export", "--config", str(config), "--out", str(empty)]) == 0
+    assert (empty / "checkpoints" / "final.pt").exists()

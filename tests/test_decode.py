@@ -23,7 +23,7 @@ from hybrid.encoder.trainer import train_regional
 from hybrid.errors import ConfigError, SkipCatchment
 from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
 from hybrid.evaluation.metrics import kge_2012, nse
-from hybrid.evaluation.scoring import score_catchment, score_stamp
+from hybrid.evaluation.scoring import score_catchment, score_stamp, scoring_stage
 from hybrid.execution.context import Context
 from hybrid.execution.executors import SerialExecutor
 from hybrid.execution.runner import run_stage
@@ -163,6 +163,8 @@ def test_decode_writes_test_predictions_and_score_one_row_per_model(run, group, 
     n_train = int(np.isfinite(encoded.loc[encoded["split"] == "train", "observed"]).sum())
     assert (metrics["n_train"] == n_train).all() and n_train > 500
     assert (metrics["n_test"] == int(np.isfinite(obs).sum())).all()
+    for model in ("hybrid", "regional"):
+        assert by_model.loc[model, "n_negative"] == int((pred[model] < 0).sum())
     assert by_model.loc["hybrid", "fit_seconds"] > 0
     assert np.isnan(by_model.loc["regional", "fit_seconds"])  # the LSTM is not fitted here
     assert (metrics["node_id"] == "here").all()
@@ -263,6 +265,71 @@ def test_baseline_predictions_join_the_scoring(run, tmp_path) -> None:
     assert metrics.loc["catchment_wise", "fit_seconds"] == pytest.approx(12.5)
     obs = test["observed"].to_numpy(np.float64)
     assert metrics.loc["catchment_wise", "nse"] == pytest.approx(nse(obs, obs * 0.9), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- negatives
+
+
+def _below_zero(store: Store, gauge: str, tmp_path, name: str) -> Store:
+    """A copy whose LSTM head predicts below zero on some test days and whose observed flow
+    (the forest's target) is shifted below zero, so both models predict negative flow."""
+    table = store.read_frame(encoded_key(gauge))
+    test = (table["split"] == "test").to_numpy()
+    regional = table["regional"].to_numpy(np.float32).copy()
+    regional[np.flatnonzero(test)[::3]] = -3.0
+    regional[np.flatnonzero(test)[1]] = np.nan  # a day without a prediction stays one
+    table["regional"] = regional
+    table["observed"] = table["observed"] - 50.0
+    out = Store(str(tmp_path / name))
+    out.write_table(encoded_key(gauge), table)
+    return out
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_negative_predictions_are_counted_and_clipped_when_asked(run, tmp_path, clip) -> None:
+    store, cfg, split = run
+    gauge = _one(split, "in")
+    chosen = cfg.replace(clip_targets_to_zero=clip)
+    out = _below_zero(store, gauge, tmp_path, f"clip-{clip}")
+    rows = pd.DataFrame(decode_one(_context(out, chosen, split), {}, gauge).rows)
+    pred = out.read_frame(predictions_key(gauge))
+    encoded = out.read_frame(encoded_key(gauge))
+    regional = encoded.loc[encoded["split"] == "test", "regional"].to_numpy()
+    counts = rows.set_index("model")["n_negative"]
+    assert np.isnan(pred["regional"].iloc[1])
+    if clip:
+        np.testing.assert_array_equal(pred["regional"].to_numpy(),
+                                      np.where(regional < 0, np.float32(0), regional))
+        assert (pred[["regional", "hybrid"]].fillna(0) >= 0).all().all()
+        assert (pred["hybrid"] == 0).mean() > 0.9
+        assert counts.to_dict() == {"hybrid": 0, "regional": 0}
+    else:
+        np.testing.assert_array_equal(pred["regional"].to_numpy(), regional)
+        assert counts["regional"] == int((regional < 0).sum()) > 100
+        assert counts["hybrid"] == int((pred["hybrid"] < 0).sum()) > 100
+    obs = pred["observed"].to_numpy(np.float64)
+    assert rows.set_index("model").loc["regional", "nse"] == pytest.approx(
+        nse(obs, pred["regional"].to_numpy(np.float64)), rel=1e-12)
+
+
+def test_a_metrics_partition_without_the_negative_count_is_scored_again(run, tmp_path) -> None:
+    """Partitions written before ``n_negative`` existed carry an older scoring stamp: the next
+    pass re-scores them from the predictions instead of reading them back without it."""
+    import hashlib
+
+    store, cfg, split = run
+    gauge = _one(split, "out")
+    out = _copy(store, gauge, tmp_path)
+    context = _context(out, cfg, split)
+    decode_one(context, {}, gauge)
+    key = layout.partition_key(layout.METRICS, gauge)
+    old = out.read_frame(key).drop(columns="n_negative")
+    before = {**context.stamps["score"],
+              "metrics": hashlib.sha256(",".join(METRIC_FUNCTIONS).encode()).hexdigest()[:12]}
+    partitions.write_partition(out, layout.METRICS, gauge, old, before)
+    scored = run_stage(scoring_stage(cfg, "m" * 64), context, [gauge], SerialExecutor())
+    assert scored.ran == [gauge]
+    assert "n_negative" in out.read_frame(key)
 
 
 # ---------------------------------------------------------------------------- failures

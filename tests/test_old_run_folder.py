@@ -16,8 +16,10 @@ from hybrid.cli import main
 from hybrid.store import layout
 
 OLD_RUN = Path(__file__).parent / "data" / "run-before-move"
-KEPT = ("catchments", "checkpoints", "encoded", "predictions", "metrics", "decoders",
-        "summary", "attributes.parquet")
+#: files whose bytes a rerun must not touch: the trained model, its forests, the attributes
+UNTOUCHED = ("checkpoints", "decoders", "attributes.parquet")
+#: partitioned folders whose rows a rerun must keep (a newer layout may move or re-stamp them)
+KEPT_ROWS = (layout.CATCHMENTS, layout.ENCODED, layout.PREDICTIONS)
 
 
 @pytest.fixture
@@ -28,33 +30,69 @@ def old_run(tmp_path: Path) -> tuple[Path, list[str]]:
     return store / "before-move", args
 
 
-def _contents(run: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run)): p.read_bytes() for name in KEPT
+def _contents(run: Path, names=UNTOUCHED) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for name in names
             for p in sorted((run / name).rglob("*") if (run / name).is_dir() else [run / name])
             if p.is_file()}
 
 
-def test_a_rerun_of_an_old_run_folder_finds_nothing_to_do(old_run) -> None:
+def _all_files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*"))
+            if p.is_file() and p.name not in ("run.log", "config.yml")}
+
+
+def _rows(run: Path, folder: str) -> dict[str, pd.DataFrame]:
+    """Every catchment's rows of ``folder``, whatever the partitions' layout."""
+    from hybrid.store import partitions
+    from hybrid.store.storage import Store
+
+    store = Store(str(run))
+    gauges = json.loads((run / layout.manifest_key(folder)).read_text())["catchments"]
+    return {g: partitions.read_partition(store, folder, g).to_pandas() for g in sorted(gauges)}
+
+
+def _same_rows(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]) -> None:
+    assert a.keys() == b.keys()
+    for gauge_id in a:
+        pd.testing.assert_frame_equal(a[gauge_id], b[gauge_id], check_like=True)
+
+
+def _metric_values(summary: pd.DataFrame) -> pd.DataFrame:
+    old = pd.read_parquet(OLD_RUN / layout.SUMMARY)
+    return summary[list(old.columns)].reset_index(drop=True)
+
+
+def test_a_rerun_of_an_old_run_folder_keeps_every_result(old_run) -> None:
     run, args = old_run
     before = _contents(run)
+    rows = {folder: _rows(run, folder) for folder in KEPT_ROWS}
+    summary = pd.read_parquet(run / layout.SUMMARY)
     assert main(["run", *args]) == 0
-    assert _contents(run) == before  # no partition, checkpoint, forest or summary rewritten
+    assert _contents(run) == before  # no training, no forest refitted
+    for folder in KEPT_ROWS:  # nothing re-read, re-encoded or re-predicted
+        _same_rows(_rows(run, folder), rows[folder])
+    # columns added since (n_negative) re-score the metrics from the kept predictions; every
+    # value the old run had is the same
+    pd.testing.assert_frame_equal(_metric_values(pd.read_parquet(run / layout.SUMMARY)),
+                                  summary)
     assert (run / layout.REPORT).is_file()  # the report (left out of the copy) is written
+    again = _all_files(run)
+    assert main(["run", *args]) == 0  # and now there is nothing left to do
+    assert _all_files(run) == again
 
 
 def test_score_and_predict_reproduce_an_old_run(old_run) -> None:
     run, args = old_run
     summary = pd.read_parquet(run / layout.SUMMARY)
     assert main(["score", *args]) == 0
-    again = pd.read_parquet(run / layout.SUMMARY)
-    pd.testing.assert_frame_equal(again, summary)
+    pd.testing.assert_frame_equal(_metric_values(pd.read_parquet(run / layout.SUMMARY)),
+                                  summary)
     assert main(["predict", *args, "--start", "1999-01-01", "--end", "1999-12-31"]) == 0
-    for gauge_id in sorted(summary.gauge_id.unique()):
-        old = pd.read_parquet(run / layout.partition_key(layout.PREDICTIONS, gauge_id))
-        new = pd.read_parquet(run / "predict" / "1999-01-01_1999-12-31" / layout.partition_key(
-            layout.PREDICTIONS, gauge_id))
+    old = _rows(run, layout.PREDICTIONS)
+    new = _rows(run, "predict/1999-01-01_1999-12-31/" + layout.PREDICTIONS)
+    for gauge_id in old:
         for column in ("date", "observed", "regional", "hybrid"):
-            assert (new[column].to_numpy() == old[column].to_numpy()).all(), (gauge_id, column)
+            assert (new[gauge_id][column].to_numpy() == old[gauge_id][column].to_numpy()).all()
 
 
 def test_score_never_fits_an_undecoded_catchment(old_run, capsys) -> None:
@@ -65,13 +103,13 @@ def test_score_never_fits_an_undecoded_catchment(old_run, capsys) -> None:
     del manifest["catchments"][lost]  # encoded, but (as far as the run knows) never decoded
     manifest_key.write_text(json.dumps(manifest))
     shutil.rmtree(run / layout.partition_dir(layout.DECODERS, lost))
-    before = _contents(run)
+    before = _all_files(run)
     capsys.readouterr()
     assert main(["score", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: score: catchment ") and lost in err[-1]
     assert "run `hybrid decode` first" in err[-1]
-    assert _contents(run) == before  # no forest fitted, no metrics or summary written
+    assert _all_files(run) == before  # no forest fitted, no metrics or summary written
     assert not (run / layout.partition_dir(layout.DECODERS, lost)).exists()
 
 

@@ -67,6 +67,7 @@ def check_outputs(store: Store, gauges: list[str], split: dict) -> None:
             assert row.loc[model, "nse"] == pytest.approx(
                 nse(pred["observed"].to_numpy(np.float64), pred[model].to_numpy(np.float64)),
                 rel=1e-12, abs=1e-12)
+            assert row.loc[model, "n_negative"] == int((pred[model] < 0).sum())
 
     agg = store.read_frame(layout.AGGREGATE)
     med = agg[agg.metric == "nse"].set_index(["group", "model"])

@@ -159,6 +159,13 @@ class Config:
     #: CPU with AVX512-BF16, and on GPUs; BENCHMARKS.md measures what it costs in skill);
     #: evaluation and encoding stay in float32
     precision: Literal["fp32", "bf16"] = "fp32"
+    #: clip the LSTMs' and the decoders' predictions of the target at zero before they are
+    #: written and scored (NeuralHydrology's ``clip_targets_to_zero``). It cannot lower an NSE
+    #: where flow is never negative, but off by default: on 50 real catchments it left both
+    #: medians as they were (BENCHMARKS.md, section 8), and a default that changed would
+    #: silently change what an existing run computes (a key at its default is not part of
+    #: the config hash). The summary's ``n_negative`` counts what a model predicted below zero
+    clip_targets_to_zero: bool = False
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 1e-3

@@ -30,15 +30,22 @@ _LOCAL = ("store", "storage_options", "data_dir", "basin_file", "base_run", "res
           "run_id")
 
 
-def export_model(cfg: Config, out_url: str, command: str = "", snapshots: list[int] = (),
-                 members: list[str] = ()) -> str:
-    """Write the model folder; ``snapshots`` (epochs of this run) and ``members`` (other runs or
-    model folders) make it an ensemble (``hybrid.encoder.ensemble``)."""
+def export_model(cfg: Config, out_url: str, command: str = "", force: bool = False,
+                 snapshots: list[int] = (), members: list[str] = ()) -> str:
+    """Write the model folder; a folder that already holds something is refused unless
+    ``force`` (its model files are then replaced), so one export never silently replaces
+    another model's card and weights. ``snapshots`` (epochs of this run) and ``members`` (other
+    runs or model folders) make it an ensemble (``hybrid.encoder.ensemble``)."""
     run = run_store(cfg)
     for key in (layout.FINAL, layout.SUMMARY):
         if not run.exists(key):
             raise StoreError(f"{run.uri(key)} not found: export a finished run")
     out = open_store(out_url)
+    present = out.listdir("")
+    if present and not force:
+        raise StoreError(f"{out.uri()} is not empty ({len(present)} entries, e.g. "
+                         f"{present[0]!r}): choose another --out, or pass --force to "
+                         "replace the model in it")
     data = run.read_bytes(layout.FINAL)
     final = load_object(run, layout.FINAL, data)
     if snapshots or members:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hybrid.config import Config  # noqa: E402
 from hybrid.errors import StoreError  # noqa: E402
@@ -44,13 +45,27 @@ def _label(target: str) -> str:
     return f"{target} ({unit})" if unit else target
 
 
-def plot_nse_cdf(done: pd.DataFrame, store: Store, cfg: Config) -> str:
+def nse_cdf_panels(done: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows) of the panels worth drawing: a group with no scored catchment is left
+    out, and so is a group that holds every catchment (it would repeat "all catchments"); the
+    one panel left then says which group that is."""
+    scored = done[done["nse"].notna()]
+    in_training = scored["in_training"].astype(bool)
+    everyone = set(scored[layout.PARTITION_KEY])
+    groups = [("in the LSTM's training set", scored[in_training]),
+              ("out of training (new locations)", scored[~in_training])]
+    kept = [(title, part) for title, part in groups if len(part)]
+    if len(kept) == 1 and set(kept[0][1][layout.PARTITION_KEY]) == everyone:
+        return [(f"all catchments: {kept[0][0]}", scored)]
+    return [("all catchments", scored), *kept]
+
+
+def nse_cdf_figure(done: pd.DataFrame, cfg: Config):
     """The paper's headline figure: the distribution of NSE over catchments, per model."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
-    groups = [("all catchments", done),
-              ("in the LSTM's training set", done[done.in_training.astype(bool)]),
-              ("out of training (new locations)", done[~done.in_training.astype(bool)])]
-    for ax, (title, part) in zip(axes, groups):
+    panels = nse_cdf_panels(done) or [("all catchments", done)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.4), sharey=True,
+                             squeeze=False, layout="constrained")
+    for ax, (title, part) in zip(axes[0], panels):
         clipped = 0
         for model, sub in part.groupby("model"):
             values = np.sort(sub["nse"].dropna().to_numpy())
@@ -62,14 +77,22 @@ def plot_nse_cdf(done: pd.DataFrame, store: Store, cfg: Config) -> str:
             y = np.arange(len(values) + 1) / len(values)
             ax.step(x, y, where="post", color=COLORS.get(model), label=f"{model} (median "
                     f"{np.median(values):.3f}, n={len(values)})")
-        note = f"; {clipped} below -1 drawn at -1" if clipped else ""
-        ax.set(xlim=(NSE_FLOOR, 1), ylim=(0, 1.02), title=title,
-               xlabel=f"test NSE, {cfg.test_start_date}..{cfg.test_end_date}{note}")
+        # five ticks and a short label per panel: nine two-decimal ticks ran together, and a
+        # label with the period and the note overran into the neighbouring panel's
+        ax.set_xticks(np.linspace(NSE_FLOOR, 1, 5))
+        ax.xaxis.set_major_formatter("{x:g}")
+        ax.set(xlim=(NSE_FLOOR, 1), ylim=(0, 1.02), title=title, xlabel="test NSE"
+               + (f"\n({clipped} below -1 drawn at -1)" if clipped else ""))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize=8)
-    axes[0].set_ylabel("fraction of catchments")
-    return _save(store, "report/nse_cdf.png", fig)
+    axes[0][0].set_ylabel("fraction of catchments")
+    fig.suptitle(f"test period {cfg.test_start_date} .. {cfg.test_end_date}", fontsize=10)
+    return fig
+
+
+def plot_nse_cdf(done: pd.DataFrame, store: Store, cfg: Config) -> str:
+    return _save(store, "report/nse_cdf.png", nse_cdf_figure(done, cfg))
 
 
 def plot_scatter(done: pd.DataFrame, store: Store, cfg: Config) -> str:
@@ -121,21 +144,49 @@ LOSS_LABELS = {"mse": "MSE (standardised streamflow)",
                "nse": "NSE* loss (per-catchment weighted MSE)"}
 
 
-def plot_training(history: pd.DataFrame, store: Store, loss: str = "mse") -> str:
-    """Loss and validation NSE per epoch of the regional LSTM."""
+def best_epoch(history: pd.DataFrame) -> int | None:
+    """The epoch whose weights the run uses, by the trainer's rule: the first epoch with the
+    lowest validation loss (training loss for an epoch without validation windows); None
+    when no epoch has a finite loss (the trainer then keeps the last weights)."""
+    if history is None or history.empty or "train_loss" not in history:
+        return None
+    loss = history["train_loss"].astype(float)
+    if "validation_loss" in history:
+        validation = history["validation_loss"].astype(float)
+        loss = validation.where(np.isfinite(validation), loss)
+    finite = loss[np.isfinite(loss)]
+    if finite.empty:
+        return None
+    return int(history.loc[finite.idxmin(), "epoch"])
+
+
+def training_figure(history: pd.DataFrame, loss: str = "mse"):
+    """Loss and validation NSE per epoch of the regional LSTM, with the epoch whose weights
+    are used marked on both panels."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     left.plot(history["epoch"], history["train_loss"], "o-", label="training loss")
     if "validation_loss" in history and history["validation_loss"].notna().any():
         left.plot(history["epoch"], history["validation_loss"], "o-", label="validation loss")
     left.set(xlabel="epoch", ylabel=LOSS_LABELS.get(loss, loss))
-    left.legend(fontsize=8)
-    left.grid(alpha=0.3)
     if "validation_nse" in history and history["validation_nse"].notna().any():
-        right.plot(history["epoch"], history["validation_nse"], "o-", color="tab:green")
+        right.plot(history["epoch"], history["validation_nse"], "o-", color="tab:green",
+                   label="median validation NSE")
     right.set(xlabel="epoch", ylabel="median validation NSE (training catchments)")
-    right.grid(alpha=0.3)
+    best = best_epoch(history)
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
+        if best is not None:
+            ax.axvline(best, color="black", ls="--", lw=1,
+                       label=f"epoch {best}: the weights used")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(store, "report/training.png", fig)
+    return fig
+
+
+def plot_training(history: pd.DataFrame, store: Store, loss: str = "mse") -> str:
+    return _save(store, "report/training.png", training_figure(history, loss))
 
 
 def write_report(store: Store, cfg: Config) -> str:
@@ -170,6 +221,7 @@ def write_report(store: Store, cfg: Config) -> str:
         agg.round(3).to_string(index=False),
         "```",
         "",
+        *negative_lines(done, cfg),
         "## Figures",
         "",
         *_figures(done, history, store, cfg),
@@ -208,6 +260,39 @@ def _figures(done: pd.DataFrame, history: pd.DataFrame | None, store: Store, cfg
         figures += ["", f"Hydrographs of the worst, median and best catchment by hybrid NSE "
                         f"({', '.join(picked)}):", "", f"![hydrographs]({hydro})"]
     return figures
+
+
+#: catchments listed by name in the report's section on negative predictions
+NEGATIVE_LISTED = 20
+
+
+def negative_lines(done: pd.DataFrame, cfg: Config) -> list[str]:
+    """Which catchments got negative streamflow, per model: a flow below zero is no flow, and a
+    median NSE does not show it. An older summary without the count says nothing."""
+    if "n_negative" not in done or done["n_negative"].isna().all():
+        return []
+    lines = ["## Negative predictions", ""]
+    if cfg.clip_targets_to_zero:
+        return lines + [f"Predictions of {cfg.target} are clipped at zero "
+                        "(`clip_targets_to_zero: true`).", ""]
+    wide = done.pivot_table(index=layout.PARTITION_KEY, columns="model", values="n_negative",
+                            aggfunc="sum", fill_value=0)
+    wide = wide[wide.sum(axis=1) > 0]
+    if wide.empty:
+        return lines + [f"No model predicted a negative {cfg.target} on a test day.", ""]
+    wide = wide.loc[wide.sum(axis=1).sort_values(ascending=False, kind="stable").index]
+    per_model = ", ".join(f"{model} {int((wide[model] > 0).sum())}" for model in wide.columns)
+    lines += [f"Catchments with a negative {cfg.target} predicted on some test days, per model: "
+              f"{per_model} (of {done[layout.PARTITION_KEY].nunique()}). The table counts "
+              "those days; the summary's `n_negative` column has every count, and "
+              "`clip_targets_to_zero: true` clips predictions at zero.", "",
+              "| catchment | " + " | ".join(map(str, wide.columns)) + " |",
+              "|---|" + "---|" * len(wide.columns)]
+    lines += [f"| {gauge_id} | " + " | ".join(str(int(v)) for v in row) + " |"
+              for gauge_id, row in wide.head(NEGATIVE_LISTED).iterrows()]
+    if len(wide) > NEGATIVE_LISTED:
+        lines += ["", f"... and {len(wide) - NEGATIVE_LISTED} more catchment(s)."]
+    return lines + [""]
 
 
 def _timing_lines(store: Store, history: pd.DataFrame | None) -> list[str]:

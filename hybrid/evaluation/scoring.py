@@ -25,8 +25,11 @@ from hybrid.store import layout, partitions
 from hybrid.store.provenance import config_hash
 from hybrid.store.storage import Store
 
-#: changes whenever the set of metrics does, so older metrics partitions are re-scored
-METRICS_VERSION = hashlib.sha256(",".join(METRICS).encode()).hexdigest()[:12]
+#: changes whenever the set of metrics or of the other columns of a metrics row does, so
+#: older metrics partitions are re-scored (from the predictions: nothing is refitted) instead
+#: of being read back without the new column
+METRICS_VERSION = hashlib.sha256(",".join([*METRICS, *layout.METRIC_INFO_COLUMNS]).encode()
+                                 ).hexdigest()[:12]
 
 
 def metric_row(observed: np.ndarray, simulated: np.ndarray, ids: Mapping[str, Any],
@@ -35,6 +38,15 @@ def metric_row(observed: np.ndarray, simulated: np.ndarray, ids: Mapping[str, An
     (gauge id, model, in or out of training), ``columns`` describe it (counts, timing)."""
     metrics = compute_all(np.asarray(observed, np.float64), np.asarray(simulated, np.float64))
     return {**ids, **metrics, **columns}
+
+
+def clip_predictions(cfg: Config, values: np.ndarray) -> np.ndarray:
+    """``values`` with negatives set to zero when ``clip_targets_to_zero`` is on (NaN stays
+    NaN: a day without a prediction is not a zero-flow day)."""
+    values = np.asarray(values)
+    if not cfg.clip_targets_to_zero:
+        return values
+    return np.where(values < 0, np.zeros((), values.dtype), values)
 
 
 def score_stamp(cfg: Config, model_sha: str) -> dict[str, str]:
@@ -80,6 +92,7 @@ def score_predictions(predictions: pd.DataFrame, info: Mapping[str, dict], in_tr
             obs, predictions[model], {"model": model, "in_training": bool(in_training)},
             n_train=int(meta.get("n_train", hybrid.get("n_train") or 0)),
             n_test=int(np.isfinite(obs).sum()),
+            n_negative=int((predictions[model].to_numpy(np.float64) < 0).sum()),
             fit_seconds=float(meta.get("fit_seconds", np.nan)) if fitted else np.nan,
             node_id=str(hybrid.get("node_id", ""))))
     return pd.DataFrame(rows)

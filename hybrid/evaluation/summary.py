@@ -35,7 +35,8 @@ SUMMARY_COLUMNS = ([layout.PARTITION_KEY, "model", "in_training", *layout.STATUS
 SUMMARY_TYPES = {layout.PARTITION_KEY: pa.string(), "model": pa.string(),
                  "in_training": pa.bool_(), "status": pa.string(), "stage": pa.string(),
                  "error": pa.string(), **{m: pa.float64() for m in METRIC_FUNCTIONS},
-                 "n_train": pa.int64(), "n_test": pa.int64(), "fit_seconds": pa.float64(),
+                 "n_train": pa.int64(), "n_test": pa.int64(), "n_negative": pa.int64(),
+                 "fit_seconds": pa.float64(),
                  "node_id": pa.string()}
 
 
@@ -68,6 +69,8 @@ def collect(rows: list[dict], earlier: pd.DataFrame, statuses: list[dict]) -> pd
     frame["in_training"] = frame["in_training"].fillna(False).astype(bool)
     for column in ("n_train", "n_test"):
         frame[column] = pd.to_numeric(frame[column]).fillna(0).astype("int64")
+    # predicted days below zero; null where nothing was scored (a skipped or failed row)
+    frame["n_negative"] = pd.to_numeric(frame["n_negative"]).astype("Int64")
     for column in [*METRIC_FUNCTIONS, "fit_seconds"]:
         frame[column] = pd.to_numeric(frame[column]).astype("float64")
     frame[layout.PARTITION_KEY] = frame[layout.PARTITION_KEY].astype(str)

@@ -21,6 +21,7 @@ from hybrid.data.catalog import encoded_catchments, load_attributes, load_catchm
 from hybrid.encoder.checkpoints import load_trained, model_sha
 from hybrid.encoder.features import encode_catchment
 from hybrid.encoder.trainer import Trainer
+from hybrid.evaluation.scoring import clip_predictions
 from hybrid.execution.context import Context, WorkResult
 from hybrid.execution.runner import CatchmentStage, StageOutcome, run_stage
 from hybrid.execution.session import Session
@@ -82,7 +83,8 @@ def predict_test_period(context: Context, model: str, trained, site_cfg: Config,
     table = encode_catchment(trained, site_cfg, gauge_id, frame, static.to_numpy()).to_pandas()
     test = table[table["split"] == "test"]
     predictions = pd.DataFrame({"date": test["date"].to_numpy(),
-                                model: test["regional"].to_numpy(np.float32)})
+                                model: clip_predictions(context.cfg,
+                                                        test["regional"].to_numpy(np.float32))})
     info = {"fit_seconds": round(seconds, 3)}
     stamp = baseline_stamp(context.cfg, model)
     if lineage:

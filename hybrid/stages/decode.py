@@ -19,7 +19,7 @@ from hybrid.data.catalog import catchment_split, encoded_catchments
 from hybrid.decoder.fit import fit_predict, save_decoder
 from hybrid.encoder.checkpoints import model_sha
 from hybrid.errors import SkipCatchment
-from hybrid.evaluation.scoring import score_catchment, score_stamp, scoring_stage
+from hybrid.evaluation.scoring import clip_predictions, score_catchment, score_stamp, scoring_stage
 from hybrid.evaluation.summary import failed_catchments, summarise_run
 from hybrid.execution.context import Context, WorkResult
 from hybrid.execution.runner import CatchmentStage, StageOutcome, run_stage
@@ -77,8 +77,9 @@ def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
     predictions = pd.DataFrame({
         "date": table.loc[test, "date"].to_numpy(),
         "observed": observed[test].astype(np.float32),
-        layout.REGIONAL: table.loc[test, layout.REGIONAL].to_numpy(np.float32),
-        layout.HYBRID: hybrid,
+        layout.REGIONAL: clip_predictions(cfg, table.loc[test, layout.REGIONAL]
+                                          .to_numpy(np.float32)),
+        layout.HYBRID: clip_predictions(cfg, hybrid),
     })
     if cfg.decoder.keep_models:
         save_decoder(store, gauge_id, model)

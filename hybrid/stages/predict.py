@@ -36,7 +36,7 @@ from hybrid.decoder.fit import load_decoder
 from hybrid.encoder.checkpoints import model_sha
 from hybrid.encoder.features import encode_streaming, encoder_state, regional_head
 from hybrid.errors import ConfigError, SkipCatchment
-from hybrid.evaluation.scoring import metric_row
+from hybrid.evaluation.scoring import clip_predictions, metric_row
 from hybrid.execution.context import Context, WorkResult
 from hybrid.execution.executors import ThreadExecutor
 from hybrid.execution.runner import (
@@ -136,8 +136,8 @@ def predict_one(context: Context, state: dict, gauge_id: str) -> WorkResult:
     predictions = pd.DataFrame({
         "date": arrays.dates[days].values.astype("datetime64[ms]"),
         "observed": observed.astype(np.float32),
-        "regional": trained.scaler.denormalise(head).astype(np.float32),
-        "hybrid": forest.predict(hidden).astype(np.float32),
+        "regional": clip_predictions(cfg, trained.scaler.denormalise(head).astype(np.float32)),
+        "hybrid": clip_predictions(cfg, forest.predict(hidden).astype(np.float32)),
     })
     folder = f"{context.folder}/{layout.PREDICTIONS}"
     record = partitions.write_partition(store, folder, gauge_id, predictions,

@@ -124,7 +124,7 @@ def feature_columns(hidden_size: int) -> list[str]:
 
 
 #: the non-metric columns of a metrics partition and of the summary, in order
-METRIC_INFO_COLUMNS = ["n_train", "n_test", "fit_seconds", "node_id"]
+METRIC_INFO_COLUMNS = ["n_train", "n_test", "n_negative", "fit_seconds", "node_id"]
 STATUS_COLUMNS = ["status", "stage", "error"]
 
 
