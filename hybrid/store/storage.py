@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hybrid.errors import CorruptPartition, StoreError
+from hybrid.store import layout
 
 #: bytes read from a Parquet file's end to get its footer (a catchment's footer is a few KiB)
 _FOOTER_READ = 64 * 1024
@@ -343,7 +344,7 @@ def _translate(err: Exception, store: Store, key: str, action: str) -> StoreErro
                           f"(or the reverse): {text}")
     if isinstance(err, pa.ArrowException):
         message = (f"{where}: not a readable Parquet file ({text}); it was cut short or damaged")
-        if "/gauge_id=" in key:  # a catchment partition: the run can rebuild it
+        if layout.is_partition_key(key):  # a catchment partition: the run can rebuild it
             return CorruptPartition(message + "; it is deleted and rebuilt on the next run", key)
         return StoreError(message + ": delete it and rerun to rebuild it")
     if isinstance(err, OSError):
