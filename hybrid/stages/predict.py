@@ -67,7 +67,7 @@ def run(cfg: Config, start: dt.date, end: dt.date, data_dir: str | None = None,
     summary holds the metrics of the catchments with observations in the period."""
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}")
-    session = Session.ensure(cfg, session)
+    session = Session.ensure(cfg, session, existing=True)
     cfg, store = session.cfg, session.store
     if data_dir:
         cfg = cfg.replace(data_dir=data_dir)
