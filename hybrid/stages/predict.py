@@ -136,7 +136,8 @@ def served_period(cfg: Config, period: tuple[dt.date, dt.date], records: dict[st
     """The days actually served, why they differ from those asked, and how many of them the
     forests were fitted on; logged, and kept in the predictions' manifest."""
     asked = [d.isoformat() for d in period]
-    served = [min(r["first"] for r in records.values()), max(r["last"] for r in records.values())]
+    spans = [(r["first"], r["last"]) for r in records.values() if "first" in r]
+    served = [min(f for f, _ in spans), max(last for _, last in spans)] if spans else asked
     reasons = []
     if served[0] > asked[0]:
         reasons.append(f"no day before {served[0]} has {cfg.seq_length} days of finite inputs "
