@@ -149,7 +149,7 @@ def _one_stage(args: argparse.Namespace, cfg) -> int:
         return stage.run(cfg).exit_code
     from hybrid.execution.session import Session
 
-    session = Session.open(cfg, write=stage.writes)
+    session = Session.open(cfg, write=stage.writes, existing=stage.needs_run)
     try:
         if args.command == "predict":
             outcome = stage.run(cfg, args.start, args.end, args.data_dir, session)

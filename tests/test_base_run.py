@@ -135,8 +135,10 @@ def test_predicting_the_test_period_reproduces_the_run(base) -> None:
     for gauge in sorted(partitions.present_partitions(store, layout.PREDICTIONS)):
         ran = partitions.read_partition(store, layout.PREDICTIONS, gauge).to_pandas()
         served = partitions.read_partition(store, folder, gauge).to_pandas()
+        assert not served.pop("in_sample").any()  # the forests were fitted on other days
         pd.testing.assert_frame_equal(served, ran)  # identical, value for value
     run_summary = store.read_frame(layout.SUMMARY).set_index(["gauge_id", "model"])["nse"]
+    assert set(summary["days"]) == {"all"}
     again = summary.set_index(["gauge_id", "model"])["nse"]
     assert np.allclose(again.sort_index(), run_summary.loc[again.index].sort_index())
 
@@ -156,6 +158,72 @@ def test_predicting_another_period_without_refitting(base, monkeypatch) -> None:
     assert frame["date"].min() == pd.Timestamp(start) and frame["date"].max() == pd.Timestamp(end)
     assert np.isfinite(frame[["regional", "hybrid"]].to_numpy()).all()
     assert sorted(summary.gauge_id.unique()) == [f"synthetic_00{i}" for i in range(4)]
+
+
+def test_a_moved_start_is_said_and_kept_in_the_manifest(base, capsys) -> None:
+    """The data start 1995-01-01 and seq_length is 60: 1995-03-01 is the first day with a full
+    window of inputs, whatever day is asked for."""
+    cfg, store = base
+    start, end = pd.Timestamp("1995-01-01").date(), pd.Timestamp("1995-06-30").date()
+    outcome = predict.run(cfg, start, end)
+    err = capsys.readouterr().err
+    folder = f"{layout.PREDICT}/{start}_{end}/{layout.PREDICTIONS}"
+    frame = partitions.read_partition(store, folder, "synthetic_000").to_pandas()
+    assert frame["date"].min() == pd.Timestamp("1995-03-01")
+    reason = ("no day before 1995-03-01 has 60 days of finite inputs before it (the data start "
+              "1995-01-01)")
+    assert f"predict: served 1995-03-01..1995-06-30, not the asked 1995-01-01..1995-06-30: " \
+           f"{reason}" in err.splitlines()
+    manifest = partitions.read_manifest(store, folder)
+    assert manifest["asked"] == {"start": "1995-01-01", "end": "1995-06-30"}
+    assert manifest["served"] == {"start": "1995-03-01", "end": "1995-06-30"}
+    assert manifest["moved"] == reason == outcome.details["moved"]
+    assert manifest["catchments"]["synthetic_000"]["first"] == "1995-03-01"
+
+
+def test_in_sample_days_are_flagged_warned_and_scored_apart(base, capsys) -> None:
+    """The base run's forests were fitted on the training period (1995-03-01..1997-12-31)."""
+    cfg, store = base
+    start, end = pd.Timestamp("1997-07-01").date(), pd.Timestamp("1998-06-30").date()
+    summary = predict.run(cfg, start, end).summary
+    err = capsys.readouterr().err.splitlines()
+    folder = f"{layout.PREDICT}/{start}_{end}/{layout.PREDICTIONS}"
+    frame = partitions.read_partition(store, folder, "synthetic_001").to_pandas()
+    assert frame["in_sample"].dtype == bool
+    assert (frame["in_sample"] == (frame["date"] <= pd.Timestamp("1997-12-31"))).all()
+    warning = next(line for line in err if line.startswith("predict: warning: "))
+    manifest = partitions.read_manifest(store, folder)
+    assert manifest["in_sample_days"] == 4 * 184 and manifest["days"] == 4 * 365
+    assert f"{4 * 184} of {4 * 365} predicted days lie in the period the forests were fitted " \
+           "on (decoder.fit_period train: 1995-03-01..1997-12-31)" in warning
+    assert "in-sample, not a test" in warning
+    counts = summary.groupby(["gauge_id", "model"])["days"].apply(sorted)
+    assert all(c == ["all", "in_sample", "out_of_sample"] for c in counts)
+    rows = summary.set_index(["gauge_id", "model", "days"])["n_days"]
+    assert rows[("synthetic_001", "hybrid", "in_sample")] == 184
+    assert rows[("synthetic_001", "hybrid", "out_of_sample")] == 181
+    assert any("on out-of-sample days" in line for line in err)
+    assert any("on in-sample days (the forests' own fit period)" in line for line in err)
+
+
+def test_a_period_past_the_data_is_an_error_and_writes_nothing(base, tmp_path, capsys) -> None:
+    import yaml
+
+    from hybrid.cli import main
+
+    cfg, store = base
+    path = tmp_path / "base.yml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    capsys.readouterr()
+    code = main(["predict", "--config", str(path), "--start", "2003-01-01",
+                 "--end", "2004-12-31"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2
+    assert err == ["error: predict: nothing was predicted for 2003-01-01..2004-12-31: the period "
+                   "lies outside the data, which span 1995-01-01..1999-12-31 (the first day with "
+                   "a full 60-day window of inputs is 1995-03-01 at the earliest); nothing was "
+                   "written"]
+    assert not store.exists(f"{layout.PREDICT}/2003-01-01_2004-12-31")
 
 
 def test_a_period_without_observations_gives_predictions_only(caravan_files, tmp_path) -> None:

@@ -96,7 +96,7 @@ def test_prepare_writes_the_store(tmp_path: Path) -> None:
     assert sorted(manifest["catchments"]) == ["synthetic_000", "synthetic_001"]
     assert (run / "config.yml").is_file() and (run / "attributes.parquet").is_file()
     for gauge in manifest["catchments"]:
-        assert (run / "catchments" / f"gauge_id={gauge}" / "part-0.parquet").is_file()
+        assert (run / "catchments" / gauge / "part-0.parquet").is_file()
 
 
 METRICS_CSV = """\

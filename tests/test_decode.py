@@ -133,7 +133,7 @@ def test_decode_writes_test_predictions_and_score_one_row_per_model(run, group, 
     result = decode_one(_context(out, cfg, split), {"node_id": "here"}, gauge)
 
     pred = out.read_frame(predictions_key(gauge))
-    assert list(pred.columns) == ["date", "observed", "regional", "hybrid"]  # no gauge_id
+    assert list(pred.columns) == ["gauge_id", "date", "observed", "regional", "hybrid"]
     encoded = out.read_frame(encoded_key(gauge))
     test = encoded[encoded["split"] == "test"].reset_index(drop=True)
     assert len(pred) == len(test) > 300
@@ -145,10 +145,10 @@ def test_decode_writes_test_predictions_and_score_one_row_per_model(run, group, 
     assert pred["hybrid"].dtype == np.float32 and np.isfinite(pred["hybrid"]).all()
 
     metrics = out.read_frame(layout.partition_key(layout.METRICS, gauge))
-    assert "gauge_id" not in metrics  # the folder name carries it
+    assert (metrics["gauge_id"] == gauge).all()  # the file names its catchment
     rows = pd.DataFrame(result.rows)
     assert (rows["gauge_id"] == gauge).all()
-    pd.testing.assert_frame_equal(metrics, rows.drop(columns="gauge_id"))
+    pd.testing.assert_frame_equal(metrics.drop(columns="gauge_id"), rows.drop(columns="gauge_id"))
     assert sorted(metrics["model"]) == ["hybrid", "regional"]
     assert set(METRIC_FUNCTIONS) <= set(metrics.columns)
     # the flag is the split the LSTM was trained with, as recorded in the run
@@ -191,7 +191,7 @@ def test_rerun_overwrites_the_same_keys_with_the_same_forest(run, tmp_path) -> N
     decode_catchment(context, gauge)
     first = out.read_bytes(predictions_key(gauge))
     decode_catchment(context, gauge)
-    assert out.listdir(f"{layout.PREDICTIONS}/gauge_id={gauge}") == ["part-0.parquet"]
+    assert out.listdir(f"{layout.PREDICTIONS}/{gauge}") == ["part-0.parquet"]
     again = out.read_frame(predictions_key(gauge))
     pd.testing.assert_frame_equal(again, pd.read_parquet(io.BytesIO(first)))  # seeded
 

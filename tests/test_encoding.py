@@ -155,7 +155,7 @@ def test_encoded_partition_schema_and_values(run, encoder: str) -> None:
     # the partition names the model it was made with: another model's features never pass
     stamp = partitions.read_footer_json(store, encoded_key(GAUGE))
     assert stamp["model"] == trained.sha256 and len(trained.sha256) == 64
-    assert table.column_names == ["date", "split", "observed", "regional",
+    assert table.column_names == ["gauge_id", "date", "split", "observed", "regional",
                                   *feature_columns(HIDDEN)]
     assert feature_columns(3) == ["h_0", "h_1", "h_2"]
     assert pa.types.is_timestamp(table.schema.field("date").type)
@@ -238,7 +238,8 @@ def test_catchment_without_a_valid_window_is_skipped(run, tmp_path: Path) -> Non
     for key in (layout.ATTRIBUTES, layout.FINAL, layout.partition_key(layout.CATCHMENTS, GAUGE)):
         copy.write_bytes(key, store.read_bytes(key))
     bad[cfg.dynamic_inputs] = np.nan
-    copy.write_table(layout.partition_key(layout.CATCHMENTS, "synthetic_bad"), bad.reset_index())
+    copy.write_table(layout.partition_key(layout.CATCHMENTS, "synthetic_bad"),
+                     bad.reset_index().assign(gauge_id="synthetic_bad"))
     attributes = load_attributes(store)
     attributes.loc["synthetic_bad"] = attributes.loc[GAUGE]
     copy.write_table(layout.ATTRIBUTES, attributes.reset_index())

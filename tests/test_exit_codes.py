@@ -201,3 +201,95 @@ def test_a_finished_run_in_a_read_only_store_can_be_reported(tmp_path, tiny_conf
     assert capsys.readouterr().out.startswith("report: ")
     assert main(["run", "--config", str(path)]) == 0  # all done: only run.log is skipped
     assert "warning: run.log not written" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------- check reaches the store
+def _check(tmp_path, caravan_files, store: str, options: dict | None = None) -> int:
+    caravan_files.write({"x_1": caravan_files.lines()})
+    cfg = caravan_files.config(store, storage_options=options or {})
+    return main(["check", "--config", str(_yaml(tmp_path / "run.yml", cfg))])
+
+
+def test_check_refuses_a_missing_bucket_as_run_does(tmp_path, caravan_files, capsys,
+                                                   s3_endpoint) -> None:
+    """It used to list the (empty) folder, read the data and say "1 usable catchment"."""
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    assert _check(tmp_path, caravan_files, "s3://nobucket-check/runs", options) == 2
+    line = _error_line(capsys)
+    assert "s3://nobucket-check/runs/bad" in line
+    assert "bucket 'nobucket-check' does not exist" in line
+
+
+def test_check_writes_a_probe_and_leaves_nothing(tmp_path, caravan_files, capsys,
+                                                 s3_bucket) -> None:
+    import s3fs
+
+    url, options = s3_bucket
+    assert _check(tmp_path, caravan_files, url, options) == 0
+    assert "check: 1 usable catchment(s)" in capsys.readouterr().err
+    fs = s3fs.S3FileSystem(endpoint_url=options["endpoint_url"], key="testing",
+                           secret="testing", skip_instance_cache=True)
+    assert fs.find(url.split("/")[2]) == []  # the probe was written and deleted
+
+
+@pytest.mark.parametrize("case", ["file", "read-only"])
+def test_check_refuses_a_store_it_cannot_write(tmp_path, caravan_files, capsys, case) -> None:
+    if case == "file":
+        (tmp_path / "afile").write_text("not a folder")
+        store, words = str(tmp_path / "afile"), "is a file where a folder is needed"
+    elif os.geteuid() == 0:
+        store, words = "/sys/hybrid-read-only-store", "permission denied"  # refused to root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        store, words = str(locked / "runs"), "permission denied"
+    assert _check(tmp_path, caravan_files, store) == 2
+    line = _error_line(capsys)
+    assert store in line and words in line
+
+
+# ------------------------------------------------------ a run that is not there is named
+def _runs(store: Path, names: list[str]) -> None:
+    for name in names:
+        (store / name).mkdir(parents=True)
+        (store / name / "config.yml").write_text("run_id: x\n")
+    (store / "notes.txt").write_text("not a run")
+
+
+@pytest.mark.parametrize("command", [["report"], ["score"], ["export", "--out", "OUT"],
+                                     ["predict", "--start", "1999-01-01", "--end", "1999-12-31"]])
+def test_a_run_id_typo_names_the_runs_that_exist(tmp_path, tiny_config, capsys, command) -> None:
+    """It used to say ".../summary/_manifest.json not found: run `hybrid decode` first" (and
+    predict and score wrote a config.yml into a new folder named by the typo)."""
+    store = tmp_path / "store"
+    _runs(store, ["base", "demo"])
+    path = _yaml(tmp_path / "run.yml", tiny_config(str(store)))
+    command = [str(tmp_path / "out") if c == "OUT" else c for c in command]
+    assert main([*command, "--config", str(path), "--run-id", "demo-typo"]) == 2
+    assert _error_line(capsys) == (
+        f"error: no run 'demo-typo' under {store}: the run(s) there: base, demo; check run_id "
+        "(--run-id) and store (--store)")
+    assert sorted(os.listdir(store)) == ["base", "demo", "notes.txt"]  # nothing written
+
+
+def test_many_runs_are_counted_and_a_wrong_store_is_named(tmp_path, tiny_config, capsys) -> None:
+    store = tmp_path / "store"
+    _runs(store, [f"r{i:02d}" for i in range(11)])
+    path = _yaml(tmp_path / "run.yml", tiny_config(str(store)))
+    assert main(["report", "--config", str(path), "--run-id", "r99"]) == 2
+    assert ": the run(s) there: r00, r01, r02, r03, r04, r05, r06, r07 and 3 more; " \
+        in _error_line(capsys)
+    assert main(["report", "--config", str(path), "--store", str(tmp_path / "nowhere")]) == 2
+    assert _error_line(capsys) == (
+        f"error: no run 't' under {tmp_path / 'nowhere'}: that folder does not exist; check "
+        "run_id (--run-id) and store (--store)")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_missing_bucket_in_report_is_named(tmp_path, tiny_config, capsys,
+                                             s3_endpoint) -> None:
+    options = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
+    path = _yaml(tmp_path / "run.yml", tiny_config("s3://nobucket-report/runs", options))
+    assert main(["report", "--config", str(path)]) == 2
+    assert _error_line(capsys) == ("error: no run 't' under s3://nobucket-report/runs: bucket "
+                                   "'nobucket-report' does not exist; fix the store URL")

@@ -164,7 +164,7 @@ def test_a_partition_from_another_config_is_refused(copy, tiny_config) -> None:
     with pytest.raises(StoreError) as excinfo:
         run_all(cfg.replace(seq_length=61))
     assert "was written by a run with a different config" in str(excinfo.value)
-    assert "catchments/gauge_id=" in str(excinfo.value)
+    assert "catchments/synthetic_0" in str(excinfo.value)
 
 
 def test_data_dir_cannot_change_while_prepare_is_unfinished(caravan_files, tmp_path) -> None:

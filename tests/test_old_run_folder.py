@@ -102,7 +102,7 @@ def test_score_never_fits_an_undecoded_catchment(old_run, capsys) -> None:
     lost = sorted(manifest["catchments"])[0]
     del manifest["catchments"][lost]  # encoded, but (as far as the run knows) never decoded
     manifest_key.write_text(json.dumps(manifest))
-    shutil.rmtree(run / layout.partition_dir(layout.DECODERS, lost))
+    shutil.rmtree(run / layout.hive_dir(layout.DECODERS, lost))
     before = _all_files(run)
     capsys.readouterr()
     assert main(["score", *args]) == 2
@@ -110,7 +110,7 @@ def test_score_never_fits_an_undecoded_catchment(old_run, capsys) -> None:
     assert err[-1].startswith("error: score: catchment ") and lost in err[-1]
     assert "run `hybrid decode` first" in err[-1]
     assert _all_files(run) == before  # no forest fitted, no metrics or summary written
-    assert not (run / layout.partition_dir(layout.DECODERS, lost)).exists()
+    assert not (run / layout.hive_dir(layout.DECODERS, lost)).exists()
 
 
 def test_score_without_any_decoding_says_which_command_to_run(old_run, capsys) -> None:

@@ -66,10 +66,12 @@ def test_prepare_synthetic(any_store, tiny_config, writes: list[str]) -> None:
     assert writes[-1] == MANIFEST  # written last: its presence means "complete"
     assert sorted(writes[:-1]) == sorted([_key(g) for g in gauges] + [layout.ATTRIBUTES])
 
-    # each partition: date + inputs + target, float32, one row per day of the needed window,
-    # and no gauge_id inside (the folder name carries it)
+    # each partition: its own gauge_id as text, then date + inputs + target, float32, one row
+    # per day of the needed window
     table = store.read_table(_key("synthetic_002"))
-    assert table.column_names == ["date"] + INPUTS + ["streamflow"]
+    assert table.column_names == ["gauge_id", "date"] + INPUTS + ["streamflow"]
+    assert table.schema.field("gauge_id").type == pa.string()
+    assert set(table.column("gauge_id").to_pylist()) == {"synthetic_002"}
     for name in INPUTS + ["streamflow"]:
         assert table.schema.field(name).type == pa.float32()
     assert pa.types.is_timestamp(table.schema.field("date").type)
@@ -93,9 +95,9 @@ def test_prepare_synthetic(any_store, tiny_config, writes: list[str]) -> None:
     assert list(attrs.columns) == ["p_mean", "aridity", "frac_snow", "t_mean"]
     assert (attrs.dtypes == "float32").all()
 
-    # readable without this package, as a hive-partitioned dataset
+    # readable without this package, as one dataset with no partitioning argument
     ds = pads.dataset(store.path(layout.CATCHMENTS), filesystem=store.arrow_filesystem(),
-                      format="parquet", partitioning=layout.partitioning())
+                      format="parquet")
     whole = ds.to_table(filter=pads.field("gauge_id") == "synthetic_001").to_pandas()
     assert len(whole) == manifest["catchments"]["synthetic_001"]["rows"]
 
@@ -376,7 +378,7 @@ def test_store_url_forms(caravan_files, tmp_path: Path) -> None:
     """A ``file://`` store and the plain path hold the same run."""
     caravan_files.write({"x_1": caravan_files.lines()})
     _run(caravan_files.config(f"file://{tmp_path}/store"))
-    assert (tmp_path / "store" / "bad" / "catchments" / "gauge_id=x_1" / "part-0.parquet"
+    assert (tmp_path / "store" / "bad" / "catchments" / "x_1" / "part-0.parquet"
             ).is_file()
     assert open_store(str(tmp_path / "store")).child("bad").exists(MANIFEST)
 

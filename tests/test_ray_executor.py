@@ -48,7 +48,7 @@ def test_encoder_host_pretrains_and_encodes_to_s3(ray_local, s3_bucket, tiny_con
     assert sorted(partitions.present_partitions(store, layout.ENCODED)) == gauges
     assert sorted(result.done) == gauges and result.skipped == {}
     table = store.read_table(layout.partition_key(layout.ENCODED, gauges[0]))
-    assert table.column_names == ["date", "split", "observed", "regional",
+    assert table.column_names == ["gauge_id", "date", "split", "observed", "regional",
                                   *layout.feature_columns(8)]
     assert table.schema.field("h_7").type == pa.float32()
     assert set(table.column("split").to_pylist()) == {"train", "validation", "test"}

@@ -125,6 +125,51 @@ def test_sizes_and_present_partitions(any_store) -> None:
     assert sorted(present_partitions(store, "catchments")) == ["a_1", "b_2", "c_3", "e_5"]
 
 
+def test_partitions_name_their_catchment_and_old_folders_still_read(any_store) -> None:
+    """A file carries its gauge_id as text; one holding another catchment's rows is refused;
+    the old ``gauge_id=<id>/`` layout (no column) is read, and moved once by ``verify``."""
+    from hybrid.errors import CorruptPartition
+    from hybrid.store import layout, partitions
+
+    url, options = any_store
+    store = open_store(url, options)
+    frame = pd.DataFrame({"date": pd.date_range("2000-01-01", periods=3), "q": [1.0, 2, 3]})
+    stamp = {"stage": "s", "config": "c"}
+    record = partitions.write_partition(store, "f", "01013500", frame, stamp)
+    table = store.read_table("f/01013500/part-0.parquet")
+    assert table.column_names[0] == "gauge_id" and table.schema.field(0).type == pa.string()
+    assert partitions.read_partition(store, "f", "01013500").column_names == ["date", "q"]
+    # another catchment's file at this catchment's place
+    store.write_bytes("f/02046000/part-0.parquet", store.read_bytes("f/01013500/part-0.parquet"))
+    with pytest.raises(CorruptPartition, match="does not hold catchment '02046000'"):
+        partitions.read_partition(store, "f", "02046000")
+    with pytest.raises(ValueError, match="must be the text '02046000'"):
+        partitions.write_partition(store, "f", "02046000", frame.assign(gauge_id="x"), stamp)
+    store.delete("f/02046000", recursive=True)
+
+    # a folder as versions before wrote it, with its manifest
+    meta = {partitions.STAMP_KEY: '{"config": "c", "stage": "s"}'}
+    old = {g: store.write_table(layout.legacy_partition_key("f", g), frame, meta)
+           for g in ("03010655", "04000000")}
+    store.delete("f/01013500", recursive=True)
+    store.write_json("f/_manifest.json", {"stage": "s", "stamp": stamp, "skipped": {},
+                                          "failed": {}, "catchments": {
+                                              g: {"rows": 3, "bytes": b} for g, b in old.items()}})
+    assert partitions.read_partition(store, "f", "03010655").column_names == ["date", "q"]
+    assert partitions.read_folder(store, "f").column("gauge_id").to_pylist() == \
+        ["03010655"] * 3 + ["04000000"] * 3
+    assert partitions.present_partitions(store, "f") == old
+    verdict = partitions.verify(store, "f", ["03010655", "04000000"], stamp)
+    assert sorted(verdict.done) == ["03010655", "04000000"] and not verdict.todo
+    assert sorted(store.listdir("f")) == ["03010655", "04000000", "_manifest.json"]
+    moved = store.read_json("f/_manifest.json")["catchments"]
+    assert moved["03010655"]["bytes"] == store.sizes("f")["f/03010655/part-0.parquet"] \
+        == record["bytes"]  # the same file as one written in this layout now
+    assert partitions.read_footer_json(store, "f/03010655/part-0.parquet") == stamp  # kept
+    whole = pd.read_parquet(store.path("f"), filesystem=store.arrow_filesystem())
+    assert sorted(whole["gauge_id"].unique()) == ["03010655", "04000000"]
+
+
 def test_local_writes_are_fsynced_before_the_rename(tmp_path: Path, monkeypatch) -> None:
     """Without fsync, a power cut after the rename can leave a complete-looking empty file."""
     calls: list[str] = []

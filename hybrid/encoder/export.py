@@ -21,7 +21,7 @@ from hybrid.encoder.ensemble import combine, snapshot
 from hybrid.errors import StoreError
 from hybrid.store import layout
 from hybrid.store.provenance import provenance, sha256
-from hybrid.store.runs import read_timings, run_store, without_secrets
+from hybrid.store.runs import read_timings, require_run, run_store, without_secrets
 from hybrid.store.storage import Store, open_store
 
 #: keys of the run's config that describe where it ran, not the model: left out of the card's
@@ -37,6 +37,7 @@ def export_model(cfg: Config, out_url: str, command: str = "", force: bool = Fal
     another model's card and weights. ``snapshots`` (epochs of this run) and ``members`` (other
     runs or model folders) make it an ensemble (``hybrid.encoder.ensemble``)."""
     run = run_store(cfg)
+    require_run(cfg, run)
     for key in (layout.FINAL, layout.SUMMARY):
         if not run.exists(key):
             raise StoreError(f"{run.uri(key)} not found: export a finished run")

@@ -11,7 +11,7 @@ Two encoders compute the hidden state at the end of each day's window:
 Both mark the same days as valid (a full window of finite inputs), and streaming restarts from a
 zero state after any gap in the inputs, so a NaN never leaks into later states.
 
-Output schema of ``encoded/gauge_id=<id>/part-0.parquet`` (``hybrid.store.layout``):
+Output schema of ``encoded/<id>/part-0.parquet`` (``hybrid.store.layout``):
 ``date`` (timestamp), ``split`` (train / validation / test), ``observed`` (target in its own units,
 NaN where unobserved), ``regional`` (the LSTM head's prediction from exact windows, same units;
 with the streaming encoder only on test days, NaN elsewhere), ``h_0`` .. ``h_{H-1}`` (float32

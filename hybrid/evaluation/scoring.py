@@ -4,7 +4,7 @@
 every metric of ``hybrid.evaluation.metrics``; the decode and score stages, ``hybrid predict``
 and ``hybrid metrics`` all call it, so a metric added there reaches every table. The scoring
 unit of a run (``score_catchment``) reads a catchment's predictions (and any baseline's),
-writes ``metrics/gauge_id=<id>/part-0.parquet`` and never fits anything: it needs no model,
+writes ``metrics/<id>/part-0.parquet`` and never fits anything: it needs no model,
 so a new metric, or a baseline added later, re-scores every catchment in seconds.
 """
 
@@ -63,17 +63,15 @@ def enabled_baselines(cfg: Config) -> list[str]:
 def model_predictions(store: Store, cfg: Config, gauge_id: str
                       ) -> tuple[pd.DataFrame, dict[str, dict]]:
     """(date, observed, one column per model), and per model what its partition recorded."""
-    key = layout.partition_key(layout.PREDICTIONS, gauge_id)
-    frame = partitions.read_partition(store, layout.PREDICTIONS, gauge_id).to_pandas()
-    info = {layout.HYBRID: partitions.read_footer_json(store, key, partitions.INFO_KEY)}
+    table = partitions.read_partition(store, layout.PREDICTIONS, gauge_id)
+    frame, info = table.to_pandas(), {layout.HYBRID: partitions.table_json(table)}
     for model in enabled_baselines(cfg):
         folder = layout.baseline_predictions(model)
-        other = layout.partition_key(folder, gauge_id)
-        if not store.exists(other):
+        if partitions.locate(store, folder, gauge_id) is None:
             continue
-        site = partitions.read_partition(store, folder, gauge_id).to_pandas()
-        frame = frame.merge(site[["date", model]], on="date", how="left")
-        info[model] = partitions.read_footer_json(store, other, partitions.INFO_KEY)
+        site = partitions.read_partition(store, folder, gauge_id)
+        frame = frame.merge(site.to_pandas()[["date", model]], on="date", how="left")
+        info[model] = partitions.table_json(site)
     return frame, info
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from hybrid.config import Config
 from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
@@ -44,11 +43,7 @@ def read_metric_rows(store: Store, gauges: list[str]) -> pd.DataFrame:
     """Metrics partitions of ``gauges``, as one table with a text ``gauge_id`` column."""
     if not gauges:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    paths = [store.path(layout.partition_key(layout.METRICS, g)) for g in gauges]
-    dataset = ds.dataset(paths, format="parquet", filesystem=store.arrow_filesystem(),
-                         partitioning=layout.partitioning(),
-                         partition_base_dir=store.path(layout.METRICS))
-    return dataset.to_table().to_pandas()
+    return partitions.read_folder(store, layout.METRICS, gauges).to_pandas()
 
 
 def collect(rows: list[dict], earlier: pd.DataFrame, statuses: list[dict]) -> pd.DataFrame:

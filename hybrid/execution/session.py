@@ -28,17 +28,19 @@ class Session:
     results: dict[str, StageResult] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, cfg: Config, write: bool = True) -> "Session":
+    def open(cls, cfg: Config, write: bool = True, existing: bool = False) -> "Session":
+        """``existing``: the command serves or reads a run that must already be there."""
         cfg = resolve_base_run(cfg)  # a reused encoder's settings are part of the run's config
-        store = open_run(cfg, write=write)
+        store = open_run(cfg, write=write, existing=existing)
         if write:  # a read-only command leaves no trace in the run, not even in run.log
             attach_run_log(store)
         return cls(cfg, store)
 
     @classmethod
-    def ensure(cls, cfg: Config, session: "Session | None", write: bool = True) -> "Session":
+    def ensure(cls, cfg: Config, session: "Session | None", write: bool = True,
+               existing: bool = False) -> "Session":
         """The command's session, or a new one for a stage called on its own."""
-        return session if session is not None else cls.open(cfg, write)
+        return session if session is not None else cls.open(cfg, write, existing)
 
     @property
     def executor(self) -> Executor:

@@ -34,6 +34,8 @@ class Stage:
     writes: bool = True
     #: give the encoder's GPU and CPUs back after it, before the decoders need them
     releases_hosts: bool = False
+    #: it reads or serves a run that must exist (a typo in run_id or store names the runs there)
+    needs_run: bool = False
 
     @property
     def run(self) -> Callable:
@@ -51,13 +53,13 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("decode", "fit one random-forest decoder per catchment (Ray tasks), score it, and "
                     "write the summary"),
     Stage("score", "score every decoded catchment's predictions again (e.g. after adding a "
-                   "metric) and rewrite the summary; never fits", in_run=False),
+                   "metric) and rewrite the summary; never fits", in_run=False, needs_run=True),
     Stage("report", "write report.md and plots into the run folder from its summary",
-          writes=False),
+          writes=False, needs_run=True),
     Stage("check", "check a config against its data and store without writing or training "
                    "anything", in_run=False, writes=False),
     Stage("predict", "regional and hybrid predictions of a finished run for any period, "
-                     "without refitting", in_run=False),
+                     "without refitting", in_run=False, needs_run=True),
 )}
 
 

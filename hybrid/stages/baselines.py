@@ -6,7 +6,7 @@ with the regional scaler, keeping its best epoch on the catchment's validation p
 Both are the cost the hybrid is meant to avoid, so they are optional. Each is one unit of work
 per catchment on the same CPU nodes as the decoders, reusing ``hybrid.encoder.trainer.Trainer``
 (no second training loop), and writes its test-period predictions to
-``baselines/<model>/predictions/gauge_id=<id>/part-0.parquet``, which scoring joins.
+``baselines/<model>/predictions/<id>/part-0.parquet``, which scoring joins.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 It does what ``prepare`` does up to the point of writing (resolve catchments, read every series,
 apply the same checks) and opens the run folder read-only, so a typo, a period outside the data
-or an unreachable bucket shows up in seconds, before an hour of pre-training.
+or an unreachable bucket shows up in seconds, before an hour of pre-training. Reading is not
+enough to know that a run can write: a missing bucket lists as empty, and a read-only folder
+reads fine. So check writes one small probe object under the run folder and deletes it (a local
+folder it had to create is removed again): a missing bucket, refused credentials, a store that
+is a file, or a read-only folder fail here with the line ``run`` would print.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def check(cfg: Config) -> dict:
     """Counts of usable, skipped and failing catchments (with the reasons), or an error."""
     cfg = resolve(cfg)  # a base run's inputs must match before anything else
     store = open_run(cfg, write=False)  # reachable, and not a different run under this id
+    store.probe_write()  # the bucket exists and may be written, as the run's first write needs
     dataset = dataset_for(cfg)
     gauges, skipped = resolve_basins(cfg, dataset)
     _, bad = prepare_attributes(cfg, dataset, gauges)

@@ -2,7 +2,7 @@
 
 The unit of work reads only that catchment's encoded partition, so it runs the same in a test,
 in a serial loop, or as a Ray task on a remote node. Its output,
-``predictions/gauge_id=<id>/part-0.parquet`` (date, observed, regional, hybrid over the test
+``predictions/<id>/part-0.parquet`` (date, observed, regional, hybrid over the test
 period; ``hybrid.store.layout``), marks the catchment as decoded; the same task then scores it
 (``hybrid.evaluation.scoring``: one read, one round trip). Catchments decoded by an earlier
 command are re-scored only when their metrics are missing or stale, and the summary is

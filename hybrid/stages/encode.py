@@ -1,7 +1,7 @@
 """Stage 3, encode: every catchment's days as the trained LSTM's hidden states, to Parquet.
 
 The unit of work is one catchment: read its canonical partition, run the encoder
-(``hybrid.encoder.features``), write ``encoded/gauge_id=<id>/part-0.parquet``. Encoding fans out
+(``hybrid.encoder.features``), write ``encoded/<id>/part-0.parquet``. Encoding fans out
 like the decoders: each worker loads the checkpoint once (``setup``, a few hundred kB) and
 streams its catchments (BENCHMARKS.md compares this with one encoder actor serving them all).
 Partitions carry the checkpoint's sha256: features from another model are never mistaken for

@@ -2,7 +2,7 @@
 
 Every later stage reads only this layout, never a dataset's own files (``hybrid.store.layout``)::
 
-    <run>/catchments/gauge_id=<id>/part-0.parquet   date, dynamic inputs, target (float32)
+    <run>/catchments/<id>/part-0.parquet   gauge_id, date, dynamic inputs, target (float32)
     <run>/catchments/_manifest.json                 written last: written, skipped, failed
     <run>/attributes.parquet                        gauge_id + static attributes (float32)
 
@@ -84,7 +84,9 @@ def _refuse_mixed_sources(store: Store, cfg: Config) -> None:
     present = partitions.present_partitions(store, layout.CATCHMENTS)
     if not present:
         return
-    key = layout.partition_key(layout.CATCHMENTS, next(iter(sorted(present))))
+    key = partitions.locate(store, layout.CATCHMENTS, next(iter(sorted(present))))
+    if key is None:
+        return
     try:
         source = partitions.read_footer_json(store, key, partitions.INFO_KEY).get("source")
     except Exception:  # noqa: BLE001 - a damaged partition is redone by the runner anyway

@@ -13,5 +13,5 @@ from hybrid.execution.session import Session
 
 
 def run(cfg: Config, session: Session | None = None) -> StageOutcome:
-    session = Session.ensure(cfg, session, write=False)
+    session = Session.ensure(cfg, session, write=False, existing=True)
     return StageOutcome("report", path=write_report(session.store, session.cfg))

@@ -21,7 +21,7 @@ from hybrid.store import layout, partitions
 
 
 def run(cfg: Config, session: Session | None = None) -> StageOutcome:
-    session = Session.ensure(cfg, session)
+    session = Session.ensure(cfg, session, existing=True)
     cfg, store = session.cfg, session.store
     decoded = partitions.require_manifest(store, layout.PREDICTIONS, "decode")
     accounted = {*decoded["catchments"], *(decoded.get("skipped") or {}),

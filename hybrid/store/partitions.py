@@ -49,30 +49,111 @@ def write_partition(store: Store, folder: str, gauge_id: str, table: pa.Table | 
                     ) -> dict[str, int]:
     """Write one catchment's partition with its stamp; returns what the manifest records.
 
+    The file carries its own ``gauge_id`` as a text column (``hybrid.store.layout`` says why).
     ``info`` goes into the footer beside the stamp without deciding whether the partition is
     current (e.g. the data folder it was read from).
     """
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    if layout.PARTITION_KEY in table.column_names:
-        raise ValueError(f"{folder}: the partition key {layout.PARTITION_KEY!r} must not be "
-                         "stored inside the file")
+    key = layout.partition_key(folder, gauge_id)
+    table = with_gauge_id(table, gauge_id, store.uri(key))
     metadata = {STAMP_KEY: json.dumps(stamp, sort_keys=True)}
     if info:
         metadata[INFO_KEY] = json.dumps(info, sort_keys=True)
-    size = store.write_table(layout.partition_key(folder, gauge_id), table, metadata)
+    size = store.write_table(key, table, metadata)
     return {"rows": table.num_rows, "bytes": size}
+
+
+def with_gauge_id(table: pa.Table, gauge_id: str, where: str) -> pa.Table:
+    """``table`` with a text ``gauge_id`` column first; one already there must name the same
+    catchment on every row (a partition holds one catchment, whatever it was built from)."""
+    key = layout.PARTITION_KEY
+    if key in table.column_names:
+        column = table.column(key)
+        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if not text or not _all_equal(column, gauge_id):
+            raise ValueError(f"{where}: its {key!r} column must be the text {gauge_id!r} on "
+                             "every row")
+        table = table.drop_columns([key])
+    return table.add_column(0, pa.field(key, pa.string()),
+                            pa.repeat(pa.scalar(gauge_id, pa.string()), table.num_rows))
+
+
+def _all_equal(column: pa.ChunkedArray, gauge_id: str) -> bool:
+    import pyarrow.compute as pc
+
+    return column.null_count == 0 and pc.all(pc.equal(column, gauge_id)).as_py() is not False
 
 
 def read_partition(store: Store, folder: str, gauge_id: str,
                    columns: list[str] | None = None) -> pa.Table:
-    """One catchment's partition; ``CorruptPartition`` (naming the file) if it is damaged."""
-    return store.read_table(layout.partition_key(folder, gauge_id), columns)
+    """One catchment's partition without its ``gauge_id`` column; ``CorruptPartition`` (naming
+    the file) if it is damaged or holds another catchment's rows.
+
+    A run folder written before the id was stored in the files is read as it is.
+    """
+    key = layout.partition_key(folder, gauge_id)
+    wanted = None if columns is None else [c for c in columns if c != layout.PARTITION_KEY]
+    try:
+        table = store.read_table(key, None if wanted is None else [layout.PARTITION_KEY, *wanted])
+    except CorruptPartition:
+        raise
+    except StoreError:
+        legacy = layout.legacy_partition_key(folder, gauge_id)
+        if store.exists(key) or not store.exists(legacy):
+            raise
+        return store.read_table(legacy, wanted)
+    if layout.PARTITION_KEY not in table.column_names \
+            or not _all_equal(table.column(layout.PARTITION_KEY), gauge_id):
+        raise CorruptPartition(f"{store.uri(key)}: does not hold catchment {gauge_id!r}'s rows "
+                               "(copied from another catchment?); it is deleted and rebuilt on "
+                               "the next run", key)
+    return table.drop_columns([layout.PARTITION_KEY])
+
+
+def locate(store: Store, folder: str, gauge_id: str) -> str | None:
+    """The key of a catchment's partition in either layout, or None when it has none."""
+    for key in (layout.partition_key(folder, gauge_id),
+                layout.legacy_partition_key(folder, gauge_id)):
+        if store.exists(key):
+            return key
+    return None
+
+
+def read_folder(store: Store, folder: str, gauges: list[str] | None = None) -> pa.Table:
+    """Every partition of ``folder`` (or those of ``gauges``) as one table with a text
+    ``gauge_id`` column, in one ``pyarrow.dataset`` read per layout present."""
+    import pyarrow.dataset as ds
+
+    current, legacy = _scan(store, folder)
+    wanted = set(current) | set(legacy) if gauges is None else set(gauges)
+    fs = store.arrow_filesystem()
+    tables = []
+    paths = [store.path(layout.partition_key(folder, g)) for g in sorted(wanted & set(current))]
+    if paths:
+        tables.append(ds.dataset(paths, format="parquet", filesystem=fs).to_table())
+    old = [store.path(layout.legacy_partition_key(folder, g))
+           for g in sorted(wanted & set(legacy) - set(current))]
+    if old:
+        tables.append(ds.dataset(old, format="parquet", filesystem=fs,
+                                 partitioning=layout.partitioning(),
+                                 partition_base_dir=store.path(folder)).to_table())
+    if not tables:
+        return pa.table({layout.PARTITION_KEY: pa.array([], pa.string())})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def table_json(table: pa.Table, name: str = INFO_KEY) -> dict[str, Any]:
+    """A JSON entry of the footer of the partition ``table`` was read from, {} when absent."""
+    return _parse_json((table.schema.metadata or {}).get(name.encode()))
 
 
 def read_footer_json(store: Store, key: str, name: str = STAMP_KEY) -> dict[str, Any]:
     """A JSON entry of a partition's footer (its stamp or info), {} when absent."""
-    raw = (store.read_footer(key).metadata or {}).get(name.encode())
+    return _parse_json((store.read_footer(key).metadata or {}).get(name.encode()))
+
+
+def _parse_json(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
@@ -168,16 +249,63 @@ class Verdict:
 
 
 def present_partitions(store: Store, folder: str) -> dict[str, int]:
-    """gauge id -> size of every ``gauge_id=<id>/part-0.parquet`` under ``folder``."""
-    out = {}
-    prefix = f"{folder}/{layout.PARTITION_KEY}="
-    suffix = "/" + layout.PARTITION_FILE
+    """gauge id -> size of every catchment partition under ``folder`` (either layout)."""
+    current, legacy = _scan(store, folder)
+    return {**legacy, **current}
+
+
+def _scan(store: Store, folder: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(``<id>/part-0.parquet``, old ``gauge_id=<id>/part-0.parquet``) sizes, in one listing."""
+    current: dict[str, int] = {}
+    legacy: dict[str, int] = {}
+    old = f"{layout.PARTITION_KEY}="
     for key, size in store.sizes(folder).items():
-        if key.startswith(prefix) and key.endswith(suffix):
-            gauge_id = key[len(prefix):-len(suffix)]
-            if layout.is_gauge_id(gauge_id):
-                out[gauge_id] = size
-    return out
+        parts = key[len(folder) + 1:].split("/")
+        if len(parts) != 2 or parts[1] != layout.PARTITION_FILE:
+            continue
+        name = parts[0]
+        found = legacy if name.startswith(old) else current
+        gauge_id = name.removeprefix(old)
+        if layout.is_gauge_id(gauge_id):
+            found[gauge_id] = size
+    return current, legacy
+
+
+def migrate_legacy(store: Store, folder: str, legacy: dict[str, int],
+                   manifest: dict | None) -> dict | None:
+    """Move the partitions of a folder written before the id was stored in the files into this
+    layout, once: each file gains its ``gauge_id`` column and keeps its stamp, so nothing is
+    recomputed; an unreadable one is deleted and so redone. Returns the manifest with the moved
+    files' sizes, written at once so that an interruption does not make them look replaced."""
+    log.info(f"{store.uri(folder)}: moving {len(legacy)} partition(s) from the old layout "
+             f"{layout.PARTITION_KEY}=<id>/ to <id>/ with a text {layout.PARTITION_KEY} column "
+             "(once; nothing is recomputed)")
+
+    def one(gauge_id: str) -> tuple[str, int | None]:
+        old = layout.legacy_partition_key(folder, gauge_id)
+        try:
+            table = store.read_table(old)
+        except CorruptPartition:
+            size = None
+        else:
+            key = layout.partition_key(folder, gauge_id)
+            size = store.write_table(key, with_gauge_id(table, gauge_id, store.uri(key)))
+        store.delete(layout.hive_dir(folder, gauge_id), recursive=True)
+        return gauge_id, size
+
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(legacy))) as pool:
+        moved = dict(pool.map(one, sorted(legacy)))
+    if not manifest:
+        return manifest
+    entries = dict(manifest["catchments"])
+    for gauge_id, size in moved.items():
+        entry = entries.get(gauge_id)
+        if size is not None and entry is not None \
+                and int(entry.get("bytes", -1)) == legacy[gauge_id]:
+            entries[gauge_id] = {**entry, "bytes": size}
+    manifest = {**manifest, "catchments": entries}
+    store.write_json(layout.manifest_key(folder), manifest)
+    return manifest
 
 
 def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
@@ -190,8 +318,11 @@ def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
     """
     manifest = read_manifest(store, folder) if manifest is None else manifest
     _refuse_other_config(store, folder, manifest, stamp)
+    present, legacy = _scan(store, folder)
+    if legacy:
+        manifest = migrate_legacy(store, folder, legacy, manifest)
+        present, _ = _scan(store, folder)
     trusted = manifest["catchments"] if manifest and manifest.get("stamp") == stamp else {}
-    present = present_partitions(store, folder)
     known = known or {}
     verdict = Verdict()
     deep = []

@@ -32,20 +32,27 @@ SAFE_CLIENT_KWARGS = frozenset({"region_name", "endpoint_url", "verify"})
 
 #: stage folders whose manifests record the config hash (checked when config.yml is missing)
 STAGE_FOLDERS = (layout.CATCHMENTS, layout.ENCODED, layout.PREDICTIONS, layout.METRICS)
+#: run names a "no run" error shows (the rest are counted), and folders looked into for them
+SHOWN_RUNS = 8
+MAX_LISTED = 1000
 
 
 def run_store(cfg: Config) -> Store:
     return open_store(cfg.store, cfg.storage_options).child(cfg.run_id)
 
 
-def open_run(cfg: Config, write: bool = True) -> Store:
+def open_run(cfg: Config, write: bool = True, existing: bool = False) -> Store:
     """The run's store, its recorded config checked against ``cfg``.
 
     ``config.yml`` is written when the run has none (or a damaged one), or when only operational
     keys changed. With ``write=False`` (commands that only read a finished run) nothing is
-    written, so they work on a read-only copy.
+    written, so they work on a read-only copy. With ``existing`` (commands that serve or report
+    a run: ``report``, ``score``, ``predict``) a run folder that is not there is an error naming
+    the runs that are, instead of a missing manifest later and a stray ``config.yml`` written.
     """
     store = run_store(cfg)
+    if existing:
+        require_run(cfg, store)
     current = cfg.to_dict()
     previous = _read_recorded(store)
     if previous is None:
@@ -68,6 +75,41 @@ def open_run(cfg: Config, write: bool = True) -> Store:
                   "_provenance": {**provenance(), "config_hash": config_hash(current)}}
         store.write_text(layout.CONFIG, yaml.safe_dump(record, sort_keys=False))
     return store
+
+
+def require_run(cfg: Config, store: Store) -> None:
+    """``StoreError`` when ``store`` (the run folder) is empty or absent: a typo in ``run_id``
+    or ``store``; the message lists the runs that do exist there."""
+    if store.listdir(""):
+        return
+    parent = open_store(cfg.store, cfg.storage_options)
+    runs = list_runs(parent)
+    if runs:
+        shown = ", ".join(runs[:SHOWN_RUNS])
+        more = f" and {len(runs) - SHOWN_RUNS} more" if len(runs) > SHOWN_RUNS else ""
+        there = f"the run(s) there: {shown}{more}"
+    elif not parent.bucket_exists():
+        bucket = parent.root.split("/", 1)[0]
+        raise StoreError(f"no run {cfg.run_id!r} under {parent.uri()}: bucket {bucket!r} does "
+                         "not exist; fix the store URL")
+    elif parent.is_local and not parent.exists(""):
+        there = "that folder does not exist"
+    else:
+        there = "it holds no run folder"
+    raise StoreError(f"no run {cfg.run_id!r} under {parent.uri()}: {there}; check run_id "
+                     "(--run-id) and store (--store)")
+
+
+def list_runs(parent: Store) -> list[str]:
+    """Names of the run folders (those with a ``config.yml``) directly under ``parent``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = parent.listdir("")[:MAX_LISTED]
+    if not names:
+        return []
+    with ThreadPoolExecutor(min(16, len(names))) as pool:
+        found = list(pool.map(lambda n: parent.exists(f"{n}/{layout.CONFIG}"), names))
+    return [name for name, ok in zip(names, found) if ok]
 
 
 def _read_recorded(store: Store) -> dict | None:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hybrid.errors import CorruptPartition, StoreError
+from hybrid.store import layout
 
 #: bytes read from a Parquet file's end to get its footer (a catchment's footer is a few KiB)
 _FOOTER_READ = 64 * 1024
@@ -162,6 +163,35 @@ class Store:
             if self.fs.exists(self.path(key)):
                 self.fs.rm(self.path(key), recursive=recursive)
 
+    def probe_write(self) -> None:
+        """Write a small object under this folder and delete it: the bucket exists, the
+        credentials may write there, and no path on the way is a file. A failure is the same
+        one-line ``StoreError`` a run would meet at its first write; a local folder created for
+        the probe is removed again, so a check leaves nothing behind."""
+        key = f".hybrid-probe-{uuid.uuid4().hex}"
+        created = None
+        if self.is_local:
+            created = self.root
+            while not os.path.exists(posixpath.dirname(created)):
+                created = posixpath.dirname(created)
+            if os.path.exists(created):
+                created = None
+        try:
+            self.write_bytes(key, b"probe")
+            self.delete(key)
+        finally:
+            if created:
+                with contextlib.suppress(OSError):
+                    _remove_empty_dirs(self.root, created)
+
+    def bucket_exists(self) -> bool:
+        """Whether an object store's bucket exists (a local folder is always "there")."""
+        if self.is_local:
+            return True
+        bucket = self.root.split("/", 1)[0]
+        with self.errors():
+            return bool(self.fs.exists(bucket))
+
     # ------------------------------------------------------------------ structured objects
     def write_json(self, key: str, obj: Any) -> None:
         self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
@@ -281,6 +311,16 @@ def _write_local(target: str, data: bytes) -> None:
             os.close(fd)
 
 
+def _remove_empty_dirs(deepest: str, top: str) -> None:
+    """Remove ``deepest`` and its parents up to and including ``top``, if they are empty."""
+    path = deepest
+    while True:
+        os.rmdir(path)
+        if path == top:
+            return
+        path = posixpath.dirname(path)
+
+
 def _split(url: str) -> tuple[str, str]:
     if "://" not in url:
         return "file", url
@@ -343,7 +383,7 @@ def _translate(err: Exception, store: Store, key: str, action: str) -> StoreErro
                           f"(or the reverse): {text}")
     if isinstance(err, pa.ArrowException):
         message = (f"{where}: not a readable Parquet file ({text}); it was cut short or damaged")
-        if "/gauge_id=" in key:  # a catchment partition: the run can rebuild it
+        if layout.is_partition_key(key):  # a catchment partition: the run can rebuild it
             return CorruptPartition(message + "; it is deleted and rebuilt on the next run", key)
         return StoreError(message + ": delete it and rerun to rebuild it")
     if isinstance(err, OSError):
