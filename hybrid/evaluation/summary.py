@@ -24,7 +24,7 @@ from hybrid.execution.runner import StageResult
 from hybrid.logs import flush_run_logs, logger
 from hybrid.store import layout, partitions
 from hybrid.store.provenance import config_hash, provenance
-from hybrid.store.storage import Store, table_bytes
+from hybrid.store.storage import Store, parquet_format, table_bytes
 
 log = logger()
 
@@ -44,10 +44,11 @@ def read_metric_rows(store: Store, gauges: list[str]) -> pd.DataFrame:
     if not gauges:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     paths = [store.path(layout.partition_key(layout.METRICS, g)) for g in gauges]
-    dataset = ds.dataset(paths, format="parquet", filesystem=store.arrow_filesystem(),
-                         partitioning=layout.partitioning(),
-                         partition_base_dir=store.path(layout.METRICS))
-    return dataset.to_table().to_pandas()
+    with store.errors(layout.METRICS, "parse"):
+        dataset = ds.dataset(paths, format=parquet_format(), filesystem=store.arrow_filesystem(),
+                             partitioning=layout.partitioning(),
+                             partition_base_dir=store.path(layout.METRICS))
+        return dataset.to_table().to_pandas()
 
 
 def collect(rows: list[dict], earlier: pd.DataFrame, statuses: list[dict]) -> pd.DataFrame:

@@ -43,7 +43,7 @@ from hybrid.execution.session import Session
 from hybrid.logs import logger
 from hybrid.store import layout, partitions
 from hybrid.store.provenance import config_hash
-from hybrid.store.storage import Store
+from hybrid.store.storage import Store, parquet_format
 
 log = logger()
 
@@ -188,8 +188,9 @@ def score_folder(store: Store, folder: str) -> list[dict]:
     import pyarrow.dataset as ds
 
     base = store.path(f"{folder}/{layout.PREDICTIONS}")
-    table = ds.dataset(base, format="parquet", filesystem=store.arrow_filesystem(),
-                       partitioning=layout.partitioning()).to_table().to_pandas()
+    with store.errors(f"{folder}/{layout.PREDICTIONS}", "parse"):
+        table = ds.dataset(base, format=parquet_format(), filesystem=store.arrow_filesystem(),
+                           partitioning=layout.partitioning()).to_table().to_pandas()
     return [row for gauge_id, part in table.groupby(layout.PARTITION_KEY, observed=True)
             for row in score_rows(str(gauge_id), part.sort_values("date"))]
 

@@ -1,22 +1,29 @@
 """Which catchment partitions of a run can be trusted, and the manifests that say so.
 
-A partition is *done* only if it is the file its stage promised: present, complete, and made
-from this run's config and inputs. Every partition carries a *stamp* in its Parquet footer
-(the stage, the config hash, and the lineage: e.g. the checkpoint it was encoded with), and
-every stage ends by writing ``<folder>/_manifest.json`` with the size and row count of each
-partition it vouches for.
+A partition is *done* only if it is the file its stage promised: present, complete, unchanged,
+and made from this run's config, inputs and model. Every partition carries a *stamp* in its
+Parquet footer (the stage, the config hash, and the lineage: e.g. the checkpoint it was encoded
+with), and every stage ends by writing ``<folder>/_manifest.json`` with, for each partition it
+vouches for: its size, row count, content hash (CRC-32 of the bytes written, computed as they
+are written), the version the store gave it (local mtime, S3 ETag) and the model it was made from.
 
 Checking is cheap where it can be and thorough where it must be:
 
 * after a finished stage, one recursive listing of the folder (a request per 1,000 objects on
-  S3) is compared with the sizes in its manifest: a truncated, replaced or deleted partition is
-  found without opening any file;
-* after an interrupted stage (no manifest yet) the footers of the partitions present are read
-  in parallel: a file cut short has no footer, and a stamp from another config is refused;
-* a partition damaged in place without a change of size is caught by the stage that reads it
-  (``CorruptPartition``), deleted, and rebuilt on the next run.
+  S3) gives every partition's size and version. A partition whose size and version are the ones
+  recorded has not been written since its hash was taken: it is trusted without being read. One
+  whose version changed (rewritten, damaged in place, copied without its timestamps) is read
+  and its hash compared: same bytes, kept (and its new version recorded); other bytes, redone;
+* after an interrupted stage (no manifest yet) every partition present is read in parallel:
+  a file cut short has no footer, a stamp from another config is refused, and the hash of what
+  was read goes into the new manifest;
+* every Parquet read checks the CRC of each data page (``hybrid.store.storage``): damage that
+  keeps the size and the version (a bad disk, a timestamp put back by hand) fails the stage
+  that reads the file (``CorruptPartition``), which deletes it so the next run rebuilds it.
 
-``benchmarks/bench_resume.py`` measures both paths for 10,000 catchments.
+Hashing every partition on every resume was measured instead (``benchmarks/bench_resume.py``,
+BENCHMARKS.md section 6): it reads the whole run folder (for ``encoded/`` at 10,000 catchments,
+gigabytes) each time a stage resumes, where the listing reads none of it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from hybrid.errors import CorruptPartition, StoreError
 from hybrid.logs import logger
 from hybrid.store import layout
 from hybrid.store.provenance import provenance
-from hybrid.store.storage import Store
+from hybrid.store.storage import Store, content_hash, table_bytes
 
 log = logger()
 
@@ -60,8 +67,16 @@ def write_partition(store: Store, folder: str, gauge_id: str, table: pa.Table | 
     metadata = {STAMP_KEY: json.dumps(stamp, sort_keys=True)}
     if info:
         metadata[INFO_KEY] = json.dumps(info, sort_keys=True)
-    size = store.write_table(layout.partition_key(folder, gauge_id), table, metadata)
-    return {"rows": table.num_rows, "bytes": size}
+    data = table_bytes(table, metadata)
+    version = store.write_bytes(layout.partition_key(folder, gauge_id), data)
+    return file_record(data, version, rows=table.num_rows, model=stamp.get("model"))
+
+
+def file_record(data: bytes, version: str, **extra: Any) -> dict[str, Any]:
+    """What a manifest records of a file just written: size, content hash, store version."""
+    record = {"bytes": len(data), "hash": content_hash(data), "version": version}
+    record.update({k: v for k, v in extra.items() if v is not None})
+    return record
 
 
 def read_partition(store: Store, folder: str, gauge_id: str,
@@ -169,14 +184,18 @@ class Verdict:
 
 def present_partitions(store: Store, folder: str) -> dict[str, int]:
     """gauge id -> size of every ``gauge_id=<id>/part-0.parquet`` under ``folder``."""
+    return {g: size for g, (size, _) in _present(store, folder).items()}
+
+
+def _present(store: Store, folder: str) -> dict[str, tuple[int, str]]:
     out = {}
     prefix = f"{folder}/{layout.PARTITION_KEY}="
     suffix = "/" + layout.PARTITION_FILE
-    for key, size in store.sizes(folder).items():
+    for key, found in store.listing(folder).items():
         if key.startswith(prefix) and key.endswith(suffix):
             gauge_id = key[len(prefix):-len(suffix)]
             if layout.is_gauge_id(gauge_id):
-                out[gauge_id] = size
+                out[gauge_id] = found
     return out
 
 
@@ -185,37 +204,40 @@ def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
            manifest: dict | None = None) -> Verdict:
     """Sort ``gauges`` into done and to-do for a stage whose partitions carry ``stamp``.
 
-    ``known`` are partitions this process wrote or checked moments ago (size and rows), which
-    need no second look. ``manifest`` defaults to the folder's own.
+    ``known`` are partitions this process wrote or checked moments ago (size, hash, version),
+    which need no second look. ``manifest`` defaults to the folder's own.
     """
     manifest = read_manifest(store, folder) if manifest is None else manifest
     _refuse_other_config(store, folder, manifest, stamp)
-    trusted = manifest["catchments"] if manifest and manifest.get("stamp") == stamp else {}
-    present = present_partitions(store, folder)
+    same = bool(manifest) and manifest.get("stamp") == stamp
+    trusted = manifest["catchments"] if same else {}
+    present = _present(store, folder)
     known = known or {}
     verdict = Verdict()
-    deep = []
+    deep, rehash = [], []
     for gauge_id in gauges:
-        size = present.get(gauge_id)
+        found = present.get(gauge_id)
         expected = known.get(gauge_id) or trusted.get(gauge_id)
-        if size is None:
+        if found is None:
             if expected is not None:
                 verdict.redo[gauge_id] = "its partition is missing"
-            elif manifest and manifest.get("stamp") == stamp and gauge_id in manifest["skipped"]:
+            elif same and gauge_id in manifest["skipped"]:
                 verdict.skipped[gauge_id] = manifest["skipped"][gauge_id]
                 continue
             verdict.todo.append(gauge_id)
-        elif expected is not None:
-            if int(expected.get("bytes", -1)) == size:
-                verdict.done[gauge_id] = dict(expected)
-            else:
-                verdict.redo[gauge_id] = (f"its partition has {size} bytes, not the "
-                                          f"{expected.get('bytes')} recorded (cut short or "
-                                          "replaced)")
-                verdict.todo.append(gauge_id)
+        elif expected is None:
+            deep.append((gauge_id, found))
         else:
-            deep.append((gauge_id, size))
-    for gauge_id, outcome in _check_footers(store, folder, deep, stamp):
+            reason = _mismatch(expected, found, stamp)
+            if reason is None:
+                verdict.done[gauge_id] = dict(expected)
+            elif reason == "":
+                rehash.append((gauge_id, found, expected))
+            else:
+                verdict.redo[gauge_id] = reason
+                verdict.todo.append(gauge_id)
+    outcomes = _check_footers(store, folder, deep, stamp) + _rehash(store, folder, rehash)
+    for gauge_id, outcome in outcomes:
         if isinstance(outcome, str):
             verdict.redo[gauge_id] = outcome
             verdict.todo.append(gauge_id)
@@ -224,6 +246,38 @@ def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
     order = {g: i for i, g in enumerate(gauges)}
     verdict.todo.sort(key=order.__getitem__)
     return verdict
+
+
+def _mismatch(expected: dict, found: tuple[int, str], stamp: dict[str, str]) -> str | None:
+    """Why a recorded partition cannot be trusted; "" when only reading it can tell."""
+    size, version = found
+    if int(expected.get("bytes", -1)) != size:
+        return (f"its partition has {size} bytes, not the {expected.get('bytes')} recorded "
+                "(cut short or replaced)")
+    if stamp.get("model") and expected.get("model", stamp["model"]) != stamp["model"]:
+        return (f"its partition was made from another model ({expected.get('model')}, not "
+                f"{stamp['model']})")
+    if not expected.get("hash") or not version or expected.get("version") != version:
+        return ""  # written since it was recorded (or recorded without a hash): read it
+    return None
+
+
+def _rehash(store: Store, folder: str, items: list[tuple[str, tuple[int, str], dict]]
+            ) -> list[tuple[str, Any]]:
+    """Partitions whose version changed since their hash was recorded: read and compare."""
+    def one(item: tuple[str, tuple[int, str], dict]) -> tuple[str, Any]:
+        gauge_id, (_, version), expected = item
+        key = layout.partition_key(folder, gauge_id)
+        digest = content_hash(store.read_bytes(key))
+        if expected.get("hash") and digest != expected["hash"]:
+            return gauge_id, (f"its content hash is {digest}, not the {expected['hash']} "
+                              "recorded (damaged or rewritten in place)")
+        return gauge_id, {**expected, "hash": digest, "version": version}
+
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(items))) as pool:
+        return list(pool.map(one, items))
 
 
 def _refuse_other_config(store: Store, folder: str, manifest: dict | None,
@@ -238,13 +292,16 @@ def _refuse_other_config(store: Store, folder: str, manifest: dict | None,
             "run folder to start over")
 
 
-def _check_footers(store: Store, folder: str, items: list[tuple[str, int]],
+def _check_footers(store: Store, folder: str, items: list[tuple[str, tuple[int, str]]],
                    stamp: dict[str, str]) -> list[tuple[str, Any]]:
-    def one(item: tuple[str, int]) -> tuple[str, Any]:
-        gauge_id, size = item
+    """Partitions no manifest vouches for: each is read whole (its hash goes into the new
+    manifest), its footer parsed and its stamp compared."""
+    def one(item: tuple[str, tuple[int, str]]) -> tuple[str, Any]:
+        gauge_id, (_, version) = item
         key = layout.partition_key(folder, gauge_id)
+        data = store.read_bytes(key)
         try:
-            footer = store.read_footer(key)
+            footer = store.read_footer(key, data)
         except CorruptPartition as err:
             return gauge_id, f"its partition is unreadable ({_short(err)})"
         found = json.loads((footer.metadata or {}).get(STAMP_KEY.encode(), b"{}") or b"{}")
@@ -257,7 +314,8 @@ def _check_footers(store: Store, folder: str, items: list[tuple[str, int]],
             changed = sorted(k for k in set(found) | set(stamp) if found.get(k) != stamp.get(k))
             return gauge_id, f"its partition was made from other inputs ({', '.join(changed)})"
         info = json.loads((footer.metadata or {}).get(INFO_KEY.encode(), b"{}") or b"{}")
-        return gauge_id, {**info, "rows": footer.num_rows, "bytes": size}
+        return gauge_id, {**info, **file_record(data, version, rows=footer.num_rows,
+                                                model=stamp.get("model"))}
 
     if not items:
         return []
