@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from hybrid.config import Config
-from hybrid.encoder.checkpoints import load_object
+from hybrid.encoder.checkpoints import load_object, refuse_non_finite
 from hybrid.errors import StoreError
 from hybrid.store import layout
 from hybrid.store.provenance import provenance, sha256
@@ -37,6 +37,7 @@ def export_model(cfg: Config, out_url: str, command: str = "") -> str:
     out = open_store(out_url)
     data = run.read_bytes(layout.FINAL)
     final = load_object(run, layout.FINAL, data)
+    refuse_non_finite(final.get("state_dict") or {}, run.uri(layout.FINAL))
     out.write_bytes(layout.FINAL, data)
     model_config = {k: v for k, v in without_secrets(cfg.to_dict()).items() if k not in _LOCAL}
     model_config["run_id"] = cfg.run_id
