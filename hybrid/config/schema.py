@@ -30,7 +30,7 @@ class DecoderConfig:
     #: the paper's code does: the forest has no early stopping that needs the validation days;
     #: measured better on 79 of 100 CAMELS-US catchments, BENCHMARKS.md) or "train"
     fit_period: Literal["train", "train_validation"] = "train_validation"
-    #: keep each fitted forest (decoders/gauge_id=<id>/model.joblib) so that ``hybrid predict``
+    #: keep each fitted forest (decoders/gauge_id=<id>/model.skops) so that ``hybrid predict``
     #: can serve any period without refitting; BENCHMARKS.md gives the size per catchment
     keep_models: bool = True
 

@@ -12,7 +12,7 @@ A run is ``<store>/<run_id>/``::
     baselines/<model>/predictions/gauge_id=<id>/part-0.parquet   date, <model>
     predictions/gauge_id=<id>/part-0.parquet     date, observed, regional, hybrid (test period)
     metrics/gauge_id=<id>/part-0.parquet         one row per model, every metric
-    decoders/gauge_id=<id>/model.joblib          the fitted forest (decoder.keep_models)
+    decoders/gauge_id=<id>/model.skops           the fitted forest (decoder.keep_models)
     predict/<start>_<end>/predictions/gauge_id=<id>/part-0.parquet   ``hybrid predict``
     summary/summary.parquet, summary/aggregate.parquet
     report/report.md and PNG figures
@@ -129,7 +129,12 @@ STATUS_COLUMNS = ["status", "stage", "error"]
 
 
 def decoder_key(gauge_id: str) -> str:
-    """Where a catchment's fitted forest is kept (``decoder.keep_models``)."""
+    """Where a catchment's fitted forest is kept (``decoder.keep_models``; ``skops.io``)."""
+    return f"{partition_dir(DECODERS, gauge_id)}/model.skops"
+
+
+def legacy_decoder_key(gauge_id: str) -> str:
+    """Where earlier versions kept a forest as a pickle (refused, never loaded)."""
     return f"{partition_dir(DECODERS, gauge_id)}/model.joblib"
 
 
