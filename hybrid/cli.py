@@ -67,6 +67,9 @@ def _run_options(parser: argparse.ArgumentParser, config_help: str = "run config
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("--store", help="override the config's store URL (path, file://, s3://)")
     parser.add_argument("--run-id", help="override the config's run_id")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the run's lock from a command that is gone (see the "
+                             "error that names its holder)")
 
 
 def _date(text: str):
@@ -120,7 +123,7 @@ def _run_stage(args: argparse.Namespace) -> int:
     if args.command == "run":
         from hybrid.stages import run_all
 
-        outcome = run_all(cfg)
+        outcome = run_all(cfg, break_lock=args.break_lock)
         print(f"report: {outcome.path}")
         _say_failed(outcome.failed)
         return outcome.exit_code
@@ -133,7 +136,8 @@ def _one_stage(args: argparse.Namespace, cfg) -> int:
         return stage.run(cfg).exit_code
     from hybrid.execution.session import Session
 
-    session = Session.open(cfg, write=stage.writes)
+    session = Session.open(cfg, write=stage.writes, break_lock=args.break_lock,
+                           command=f"hybrid {args.command}")
     try:
         if args.command == "predict":
             outcome = stage.run(cfg, args.start, args.end, args.data_dir, session)

@@ -3,6 +3,7 @@
 A run is ``<store>/<run_id>/``::
 
     config.yml                                   the resolved config (+ provenance), written first
+    _lock.json                                   who writes the run now (``hybrid.store.lock``)
     run.log                                      what every command printed, appended per command
     timings.json                                 wall time per stage
     attributes.parquet                           gauge_id + static attributes (float32)
@@ -34,6 +35,7 @@ import pyarrow as pa
 CONFIG = "config.yml"
 RUN_LOG = "run.log"
 TIMINGS = "timings.json"
+LOCK = "_lock.json"
 ATTRIBUTES = "attributes.parquet"
 
 CATCHMENTS = "catchments"

@@ -122,7 +122,7 @@ def _has_outputs(store: Store) -> bool:
     """Whether a run holds anything computed; one that failed before writing anything (a typo in
     ``basins``, a wrong ``dataset``) may have its config fixed and rerun under the same id."""
     store.invalidate()
-    ignorable = {layout.CONFIG, layout.TIMINGS, layout.RUN_LOG}
+    ignorable = {layout.CONFIG, layout.TIMINGS, layout.RUN_LOG, layout.LOCK}
     return any(name not in ignorable for name in store.listdir(""))
 
 

@@ -24,6 +24,7 @@ every read checks, so damage that slipped past every other check still fails lou
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -188,8 +189,9 @@ class Store:
                 return _version(response)
             return _version(self.fs.info(target))
 
-    def create_exclusive(self, key: str, data: bytes) -> bool:
-        """Write ``key`` only if no object is there; False when one is (a lock is held).
+    def create_exclusive(self, key: str, data: bytes) -> bool | None:
+        """Write ``key`` only if no object is there; False when one is (a lock is held), None
+        when the store cannot be written at all (a read-only copy of a finished run).
 
         Local: ``O_CREAT | O_EXCL``. S3: a conditional put (``If-None-Match: *``), which AWS
         S3 and moto honour; a store that ignores the condition is caught by reading the object
@@ -198,11 +200,17 @@ class Store:
         target = self.path(key)
         with self.errors(key, "write"):
             if self.is_local:
-                os.makedirs(posixpath.dirname(target), exist_ok=True)
                 try:
+                    os.makedirs(posixpath.dirname(target), exist_ok=True)
                     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 except FileExistsError:
                     return False
+                except PermissionError:
+                    return None
+                except OSError as err:
+                    if err.errno == errno.EROFS:
+                        return None
+                    raise
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
@@ -212,6 +220,8 @@ class Store:
                 self.fs.pipe_file(target, data, mode="create")
             except FileExistsError:
                 return False
+            except PermissionError:
+                return None
             return True
 
     def write_if_changed(self, key: str, data: bytes) -> bool:
