@@ -3,7 +3,7 @@
 Exit status: 0 when everything finished, 3 when the run finished but some catchments failed
 (the summary and report say which and why), 2 for a problem the user can fix (bad config, data
 or store: one line, no traceback), 130 when interrupted. Anything else is a bug and keeps its
-traceback.
+traceback (exit 1), with the credentials of any URL in it replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import argparse
 import os
 import sys
 
-from hybrid.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, HybridError
+from hybrid.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, HybridError, redact
 from hybrid.stages import STAGES
+
+#: exit status of an unexpected error (a bug), as Python's own for an uncaught exception
+EXIT_BUG = 1
 
 #: commands beyond the registered stages (``hybrid.stages.STAGES``)
 RUN_HELP = "all stages in order, each one skipping what is already done"
@@ -91,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return _run_stage(args)
     except HybridError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {redact(' '.join(str(err).split()))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; rerun the same command to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug: its traceback is kept, without any URL's credentials
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return EXIT_BUG
     finally:
         from hybrid.logs import detach_run_logs
 

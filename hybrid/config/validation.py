@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from hybrid.config.schema import DEVICES, ENCODERS, Config
-from hybrid.errors import ConfigError
+from hybrid.errors import ConfigError, redact
 from hybrid.store.layout import check_gauge_id
 
 
@@ -93,10 +93,22 @@ def _check_numbers(cfg: Config) -> None:
 def _check_places(cfg: Config) -> None:
     """An empty ``store`` would write the run at the filesystem's root, an empty
     ``data_dir`` would read the working directory as the dataset."""
-    for key in ("store", "data_dir", "base_run", "forcings"):
-        value = getattr(cfg, key)
-        if value is not None and not value.strip():
+    options = cfg.storage_options or {}
+    urls = {"store": cfg.store, "data_dir": cfg.data_dir, "base_run": cfg.base_run,
+            "forcings": cfg.forcings,
+            "storage_options.endpoint_url": options.get("endpoint_url"),
+            "storage_options.client_kwargs.endpoint_url":
+                (options.get("client_kwargs") or {}).get("endpoint_url")}
+    for key, value in urls.items():
+        if not isinstance(value, (str, type(None))):
+            continue
+        if value is not None and not value.strip() and "." not in key:
             raise ConfigError(f"{key}: is empty; give a folder or URL, or leave the key out")
+        if value is not None and redact(value) != value:
+            raise ConfigError(
+                f"{key}: {redact(value)}: credentials inside a URL are refused (they would end "
+                "up in logs); give them as storage_options key and secret, or through the "
+                "environment")
 
 
 def _check_periods(cfg: Config) -> None:

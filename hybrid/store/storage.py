@@ -29,7 +29,6 @@ import io
 import json
 import os
 import posixpath
-import re
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
@@ -41,19 +40,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hybrid.errors import CorruptPartition, StoreError
+from hybrid.errors import CorruptPartition, StoreError, redact
 
 #: bytes read from a Parquet file's end to get its footer (a catchment's footer is a few KiB)
 _FOOTER_READ = 64 * 1024
-#: ``user:password@`` inside a URL (a store URL, an endpoint), as it must never be printed
-_CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the credentials of every URL in it replaced by ``***``."""
-    return _CREDENTIALS_IN_URL.sub(lambda m: f"{m.group('scheme')}***@", text)
-
-
 def content_hash(data: bytes) -> str:
     """The checksum a manifest records for a file's bytes.
 
@@ -421,7 +411,8 @@ def _translate(err: Exception, store: Store, key: str, action: str) -> StoreErro
     if name == "NoCredentialsError":
         return StoreError(f"{where}: no S3 credentials found; {_CREDENTIALS_HELP}")
     if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError",
-                "ConnectionError", "ConnectionRefusedError", "ReadTimeoutError"):
+                "ConnectionError", "ConnectionRefusedError", "ReadTimeoutError",
+                "HTTPClientError"):
         endpoint = _fs_options(store.protocol, store.storage_options).get("endpoint_url")
         shown = redact(str(endpoint or "(AWS default)"))
         return StoreError(f"{where}: cannot reach the store's endpoint {shown} ({text}); is it "
@@ -448,4 +439,7 @@ def _translate(err: Exception, store: Store, key: str, action: str) -> StoreErro
         return StoreError(message + ": delete it and rerun to rebuild it")
     if isinstance(err, OSError):
         return StoreError(f"{where}: cannot {action} ({text})")
+    if isinstance(err, TypeError) and "unexpected keyword argument" in text:
+        # botocore checks storage_options' config_kwargs / client_kwargs on first use
+        return StoreError(f"store {redact(store.url)}: bad storage_options ({text})")
     return None
