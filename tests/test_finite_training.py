@@ -19,10 +19,16 @@ from hybrid.store.runs import run_store
 
 def test_a_diverging_training_stops_in_one_line_naming_epoch_and_key(tiny_config,
                                                                     tmp_path) -> None:
+    from hybrid.execution.session import Session
+
     cfg = tiny_config(str(tmp_path), epochs=2, learning_rate=1e30, clip_gradient_norm=0.0)
-    prepare.run(cfg)
-    with pytest.raises(HybridError) as excinfo:
-        pretrain.run(cfg)
+    session = Session.open(cfg)
+    try:
+        prepare.run(cfg, session)
+        with pytest.raises(HybridError) as excinfo:
+            pretrain.run(cfg, session)
+    finally:
+        session.close()
     message = str(excinfo.value)
     assert "\n" not in message and "in epoch 1" in message and "learning_rate" in message
     assert "clip_gradient_norm" in message

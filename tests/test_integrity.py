@@ -287,11 +287,16 @@ def test_a_damaged_epoch_checkpoint_is_dropped_for_the_one_before(tiny_config, t
                                                                   capsys) -> None:
     """A flipped bit in an epoch checkpoint still loads in torch: its recorded hash refuses it."""
     from hybrid.encoder import checkpoints as ckpt
+    from hybrid.execution.session import Session
     from hybrid.stages import prepare, pretrain
 
     cfg = tiny_config(str(tmp_path), epochs=2)
-    prepare.run(cfg)
-    pretrain.run(cfg)
+    session = Session.open(cfg)
+    try:
+        prepare.run(cfg, session)
+        pretrain.run(cfg, session)
+    finally:
+        session.close()
     store = run_store(cfg)
     last = ckpt.epochs(store)[-1]
     _flip_middle(Path(store.path(layout.epoch_key(last))))
