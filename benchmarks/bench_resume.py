@@ -4,9 +4,13 @@ A folder of N catchment partitions (the size of a predictions partition: ten yea
 columns) is written to a local folder and to a moto S3 server, with its manifest. Then
 ``hybrid.store.partitions.verify`` decides what is done three ways:
 
-* with the finished stage's manifest: one recursive listing compared with the recorded sizes;
-* without a manifest (an interrupted stage): the Parquet footer of every partition is read, in
-  parallel threads;
+* with the finished stage's manifest: one recursive listing compared with the recorded sizes
+  and versions (mtime / ETag): what every resume does;
+* the same, after one partition in a hundred was rewritten with its own bytes (a copy that did
+  not keep timestamps): those are read and their content hash compared;
+* every partition read and hashed (CRC-32), as a resume would cost if it trusted no version;
+* without a manifest (an interrupted stage): every partition is read whole (its hash goes into
+  the new manifest) and its footer checked, in parallel threads;
 * baseline, in the same process: the bare recursive listing alone.
 
     python benchmarks/bench_resume.py --catchments 10000 --repeats 3
@@ -28,7 +32,7 @@ import pandas as pd
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from benchmarks._common import machine  # noqa: E402
 from hybrid.store import layout, partitions  # noqa: E402
-from hybrid.store.storage import Store  # noqa: E402
+from hybrid.store.storage import Store, content_hash  # noqa: E402
 
 FOLDER = layout.PREDICTIONS
 STAMP = {"stage": "decode", "config": "bench", "model": "bench"}
@@ -79,15 +83,45 @@ def measure(store: Store, n: int, repeats: int) -> None:
     def listing():
         store.sizes(FOLDER)
 
+    def sizes_only():  # what verify checked before content hashes: recorded sizes alone
+        sizes = partitions.present_partitions(store, FOLDER)
+        recorded = manifest["catchments"]
+        assert all(sizes[g] == recorded[g]["bytes"] for g in gauges)
+
+    def hash_everything():
+        keys = [layout.partition_key(FOLDER, g) for g in gauges]
+        with ThreadPoolExecutor(partitions.FOOTER_THREADS) as pool:
+            digests = list(pool.map(lambda k: content_hash(store.read_bytes(k)), keys))
+        assert digests == [manifest["catchments"][g]["hash"] for g in gauges]
+
+    touched = gauges[::100]
+
+    def touch_some():  # rewrite 1 in 100 with its own bytes: new versions, same hashes
+        for g in touched:
+            key = layout.partition_key(FOLDER, g)
+            store.write_bytes(key, store.read_bytes(key))
+
+    def with_manifest_some_touched():
+        verdict = partitions.verify(store, FOLDER, gauges, STAMP, manifest=manifest)
+        assert len(verdict.done) == n
+
     base, base_runs = median_of(listing, repeats)
+    old, old_runs = median_of(sizes_only, repeats)
     fast, fast_runs = median_of(with_manifest, repeats)
+    full, full_runs = median_of(hash_everything, repeats)
+    touch_some()
+    some, some_runs = median_of(with_manifest_some_touched, repeats)
     deep, deep_runs = median_of(without_manifest, repeats)
-    print(f"  bare listing (baseline):       {base:7.2f} s  {[round(t, 2) for t in base_runs]}")
-    print(f"  verify with the manifest:      {fast:7.2f} s  {[round(t, 2) for t in fast_runs]}"
-          f"  ({fast / base:.2f}x the listing, {1e3 * fast / n:.3f} ms per catchment)")
-    print(f"  verify reading every footer:   {deep:7.2f} s  {[round(t, 2) for t in deep_runs]}"
-          f"  ({deep / base:.1f}x the listing, {1e3 * deep / n:.3f} ms per catchment)",
-          flush=True)
+    rows = [("bare listing (baseline):", base, base_runs),
+            ("sizes only (before hashes):", old, old_runs),
+            ("verify with the manifest:", fast, fast_runs),
+            (f"the same, {len(touched)} rewritten:", some, some_runs),
+            ("read and hash every partition:", full, full_runs),
+            ("no manifest (read every file):", deep, deep_runs)]
+    for label, value, runs in rows:
+        print(f"  {label:<32}{value:7.2f} s  {[round(t, 2) for t in runs]}  "
+              f"({value / base:.2f}x the listing, {1e3 * value / n:.3f} ms per catchment)",
+              flush=True)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Exit status: 0 when everything finished, 3 when the run finished but some catchments failed
 (the summary and report say which and why), 2 for a problem the user can fix (bad config, data
 or store: one line, no traceback), 130 when interrupted. Anything else is a bug and keeps its
-traceback.
+traceback (exit 1), with the credentials of any URL in it replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import argparse
 import os
 import sys
 
-from hybrid.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, HybridError
+from hybrid.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, HybridError, redact
 from hybrid.stages import STAGES
+
+#: exit status of an unexpected error (a bug), as Python's own for an uncaught exception
+EXIT_BUG = 1
 
 #: commands beyond the registered stages (``hybrid.stages.STAGES``)
 RUN_HELP = "all stages in order, each one skipping what is already done"
@@ -74,6 +77,9 @@ def _run_options(parser: argparse.ArgumentParser, config_help: str = "run config
     parser.add_argument("--config", required=True, help=config_help)
     parser.add_argument("--store", help="override the config's store URL (path, file://, s3://)")
     parser.add_argument("--run-id", help="override the config's run_id")
+    parser.add_argument("--break-lock", action="store_true",
+                        help="take over the run's lock from a command that is gone (see the "
+                             "error that names its holder)")
 
 
 def _epochs(text: str) -> list[int]:
@@ -102,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return _run_stage(args)
     except HybridError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {redact(' '.join(str(err).split()))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; rerun the same command to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:  # a bug: its traceback is kept, without any URL's credentials
+        import traceback
+
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return EXIT_BUG
     finally:
         from hybrid.logs import detach_run_logs
 
@@ -136,7 +147,7 @@ def _run_stage(args: argparse.Namespace) -> int:
     if args.command == "run":
         from hybrid.stages import run_all
 
-        outcome = run_all(cfg)
+        outcome = run_all(cfg, break_lock=args.break_lock)
         print(f"report: {outcome.path}")
         _say_failed(outcome.failed)
         return outcome.exit_code
@@ -149,7 +160,8 @@ def _one_stage(args: argparse.Namespace, cfg) -> int:
         return stage.run(cfg).exit_code
     from hybrid.execution.session import Session
 
-    session = Session.open(cfg, write=stage.writes, existing=stage.needs_run)
+    session = Session.open(cfg, write=stage.writes, existing=stage.needs_run,
+                           break_lock=args.break_lock, command=f"hybrid {args.command}")
     try:
         if args.command == "predict":
             outcome = stage.run(cfg, args.start, args.end, args.data_dir, session)

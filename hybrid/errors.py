@@ -6,6 +6,18 @@ what to do. Per-catchment problems are not exceptions that stop a run: they beco
 or ``failed`` rows of the summary, and a run that finished with failures exits with 3.
 """
 
+import re
+
+#: ``user:password@`` inside a URL (a store URL, an endpoint), as it must never be printed
+_CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``: applied to every
+    error line, log line and traceback the package prints."""
+    return _CREDENTIALS_IN_URL.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
 #: exit statuses of the ``hybrid`` command
 EXIT_OK = 0
 EXIT_ERROR = 2          # bad config, data or store: nothing useful could run

@@ -74,10 +74,23 @@ class RunLog(logging.Handler):
 _console_lock = threading.Lock()
 
 
+def _redacted(record: logging.LogRecord) -> bool:
+    """No log line, on stderr or in run.log, carries a URL's credentials."""
+    from hybrid.errors import redact
+
+    message = record.getMessage()
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, ()
+    return True
+
+
 def logger() -> logging.Logger:
     """The package logger, with its stderr handler installed once."""
     log = logging.getLogger(LOGGER)
     with _console_lock:
+        if _redacted not in log.filters:
+            log.addFilter(_redacted)
         if not any(isinstance(h, _Stderr) for h in log.handlers):
             handler = _Stderr()
             handler.setFormatter(logging.Formatter("%(message)s"))

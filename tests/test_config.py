@@ -236,6 +236,63 @@ def test_bad_values(tmp_path: Path, changes: dict, key: str) -> None:
     one_line(excinfo, key)
 
 
+@pytest.mark.parametrize(
+    ("changes", "key", "said"),
+    [
+        ({"learning_rate": float("inf")}, "learning_rate", "finite"),
+        ({"learning_rate": float("nan")}, "learning_rate", "finite"),
+        ({"clip_gradient_norm": float("nan")}, "clip_gradient_norm", "finite"),
+        ({"output_dropout": float("nan")}, "output_dropout", "finite"),
+        ({"initial_forget_bias": float("-inf")}, "initial_forget_bias", "finite"),
+        ({"max_train_minutes": float("inf")}, "max_train_minutes", "finite"),
+        ({"baselines": {"finetune_learning_rate": float("nan")}},
+         "baselines.finetune_learning_rate", "finite"),
+        ({"hidden_size": 1_000_000}, "hidden_size", "between 1 and 4096"),
+        ({"seed": 10**23}, "seed", "between 0 and 4294967295"),
+        ({"seed": -1}, "seed", "between 0 and 4294967295"),
+        ({"num_threads": -3}, "num_threads", ">= 0"),
+        ({"resources": {"max_retries": -5}}, "resources.max_retries", ">= 0"),
+        ({"max_train_samples_per_epoch": 0}, "max_train_samples_per_epoch", ">= 1"),
+        ({"max_train_samples_per_epoch": -5}, "max_train_samples_per_epoch", ">= 1"),
+        ({"max_validation_samples": 0}, "max_validation_samples", ">= 1"),
+        ({"clip_gradient_norm": -1.0}, "clip_gradient_norm", ">= 0"),
+        ({"max_train_minutes": 0}, "max_train_minutes", "> 0"),
+        ({"baselines": {"samples_per_epoch": 0}}, "baselines.samples_per_epoch", ">= 1"),
+        ({"resources": {"encoder_num_cpus": 0}}, "resources.encoder_num_cpus", "> 0"),
+        ({"store": ""}, "store", "empty"),
+        ({"data_dir": ""}, "data_dir", "empty"),
+        ({"data_dir": "  "}, "data_dir", "empty"),
+    ],
+)
+def test_numbers_and_places_are_checked_before_any_work(tmp_path: Path, changes: dict, key: str,
+                                                         said: str) -> None:
+    """Non-finite or out-of-range numbers and empty places are one line naming the key; a
+    count of 0 is refused instead of silently meaning "all"."""
+    with pytest.raises(ConfigError) as excinfo:
+        config_from_dict(base(tmp_path, **changes))
+    message = one_line(excinfo, key, said)
+    assert message.startswith(key)
+
+
+def test_sane_numbers_still_pass(tmp_path: Path) -> None:
+    cfg = config_from_dict(base(tmp_path, seed=0, num_threads=0, max_train_samples_per_epoch=1,
+                                clip_gradient_norm=0.0, hidden_size=4096,
+                                max_validation_samples=None))
+    assert cfg.seed == 0 and cfg.max_validation_samples is None
+
+
+def test_a_key_given_twice_in_yaml_is_refused_naming_it_and_its_lines(tmp_path: Path) -> None:
+    text = GOOD.format(store=tmp_path / "store") + "seed: 3\nepochs: 1\nseed: 4\n"
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text))
+    message = one_line(excinfo, "'seed'", "given twice", "run.yml (line")
+    assert "first on line" in message
+    nested = GOOD.format(store=tmp_path / "store") + "baselines:\n  finetune: true\n" \
+        "  finetune: false\n"
+    with pytest.raises(ConfigError, match="'finetune' is given twice"):
+        load_config(write(tmp_path, nested))
+
+
 def test_unknown_decoder_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
         config_from_dict(base(tmp_path, decoder={"name": "xgboostish"}))

@@ -208,7 +208,74 @@ def test_camels_us_missing_flow_is_nan(tmp_path: Path) -> None:
     q = df["QObs(mm/d)"]
     assert list(df.index.strftime("%Y-%m-%d")) == days
     assert q["2014-10-25"] == pytest.approx(36 * 0.3048**3 * 86400 * 1000 / 228339304)
-    assert q["2014-10-27":].isna().all()
+    assert q[["2014-10-27", "2014-10-28", "2014-10-30"]].isna().all()
+    # -999 and flag M are USGS's missing codes; another negative is data that prepare counts
+    # and warns about (tests/FAULTS.md #28), never a silent gap
+    assert q["2014-10-29"] == pytest.approx(-5 * 0.3048**3 * 86400 * 1000 / 228339304)
+
+
+def test_camels_us_negative_flow_is_counted_and_warned_about(tmp_path: Path, caplog) -> None:
+    from hybrid.config import config_from_dict
+    from hybrid.data.canonical import clean_values
+
+    days = ["2014-10-25", "2014-10-26", "2014-10-27"]
+    flow = ["06221400 2014 10 25    -3.00 A", "06221400 2014 10 26    -4.00 A",
+            "06221400 2014 10 27  -999.00 M"]
+    write_camels_us(tmp_path, "06221400", 228339304, days, flow)
+    raw = CamelsUSDataset(str(tmp_path)).load_timeseries("06221400")
+    cfg = config_from_dict({"run_id": "x", "dataset": "camels_us", "data_dir": str(tmp_path),
+                            "dynamic_inputs": ["PRCP(mm/day)"], "target_variables": ["QObs(mm/d)"],
+                            "static_attributes": []})
+    frame, warnings = clean_values(cfg, "06221400", raw[["PRCP(mm/day)", "QObs(mm/d)"]])
+    assert warnings == ["2 negative value(s) of target 'QObs(mm/d)' (first on 2014-10-25) "
+                        "treated as missing"]
+    assert frame["QObs(mm/d)"].isna().all()
+
+
+def _days(start: str, n: int) -> list[str]:
+    import pandas as pd
+
+    return [str(d.date()) for d in pd.date_range(start, periods=n)]
+
+
+def _flow(gauge: str, days: list[str]) -> list[str]:
+    return [f"{gauge} {d.replace('-', ' ')}    {10 + i % 7}.00 A" for i, d in enumerate(days)]
+
+
+@pytest.mark.parametrize("order", ["year_moved_to_the_end", "shuffled"])
+def test_camels_us_rows_out_of_order_are_sorted(tmp_path: Path, order: str) -> None:
+    """Periods are sliced by date: rows out of order must read back in date order, with every
+    day's values (they used to become a year of missing days, or a skipped catchment)."""
+    import numpy as np
+
+    days = _days("2000-01-01", 800)
+    write_camels_us(tmp_path / "sorted", "06221400", 228339304, days, _flow("06221400", days))
+    expected = CamelsUSDataset(str(tmp_path / "sorted")).load_timeseries("06221400")
+    moved = days[366:] + days[:366] if order == "year_moved_to_the_end" \
+        else list(np.random.default_rng(0).permutation(days))
+    flow = _flow("06221400", days)
+    flow = [flow[days.index(d)] for d in moved]
+    write_camels_us(tmp_path / "moved", "06221400", 228339304, moved, flow)
+    got = CamelsUSDataset(str(tmp_path / "moved")).load_timeseries("06221400")
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_camels_us_repeated_date_names_file_and_date(tmp_path: Path) -> None:
+    days = ["2014-10-25", "2014-10-26", "2014-10-25"]
+    write_camels_us(tmp_path, "06221400", 228339304, days, _flow("06221400", days[:2]))
+    with pytest.raises(DataError) as excinfo:
+        CamelsUSDataset(str(tmp_path)).load_timeseries("06221400")
+    one_line_error(excinfo, "06221400_lump_nldas_forcing_leap.txt", "2014-10-25", "repeats")
+
+
+def test_camels_us_streamflow_of_another_gauge_is_refused(tmp_path: Path) -> None:
+    days = ["2014-10-25", "2014-10-26"]
+    write_camels_us(tmp_path, "06221400", 228339304, days, _flow("01013500", days))
+    with pytest.raises(DataError) as excinfo:
+        CamelsUSDataset(str(tmp_path)).load_timeseries("06221400")
+    one_line_error(excinfo, "06221400_streamflow_qc.txt", "01013500", "not 06221400")
 
 
 def test_camels_us_malformed_streamflow_names_line(tmp_path: Path) -> None:

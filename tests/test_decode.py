@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import io
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
 
 from hybrid.data.catalog import catchment_split
+from hybrid.decoder.fit import load_decoder
 from hybrid.decoder.regressors import check_decoder, decoder_names, make_decoder
 from hybrid.encoder.checkpoints import model_sha
 from hybrid.encoder.trainer import train_regional
@@ -221,9 +221,8 @@ def test_models_are_kept_unless_told_not_to(run, tmp_path) -> None:
 
     kept = _copy(store, gauge, tmp_path, "keep")
     decode_catchment(_context(kept, cfg, split), gauge)  # the default keeps them
-    key = f"decoders/gauge_id={gauge}/model.joblib"
     assert kept.listdir("decoders") == [f"gauge_id={gauge}"]
-    model = joblib.load(io.BytesIO(kept.read_bytes(key)))
+    model = load_decoder(kept, gauge)
     assert model.n_estimators == 10
     # the kept model is the one that made the predictions file
     encoded = kept.read_frame(encoded_key(gauge))

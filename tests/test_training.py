@@ -313,7 +313,7 @@ def test_damaged_final_checkpoint_is_one_line_that_says_what_to_do(tmp_path: Pat
     with pytest.raises(StoreError) as excinfo:
         ckpt.load_trained(store)
     message = str(excinfo.value)
-    assert "\n" not in message and "final.pt" in message and "delete it" in message
+    assert "\n" not in message and "final.pt" in message and "hybrid pretrain" in message
 
 
 def test_one_masked_loss_for_training_and_validation() -> None:

@@ -33,6 +33,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path} (line {err.line}): key {err.key!r} is given twice (first on "
+                          f"line {err.first}); YAML would silently keep the last one") from None
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
@@ -49,9 +52,28 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Co
     return config_from_dict(data)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.line, self.first = key, line, first
+
+
 class _Loader(yaml.SafeLoader):
     """Safe YAML that leaves dates as text: ``1999-02-30`` then fails in ``_coerce``, naming
-    its key, instead of as a bare ``ValueError`` from inside the YAML parser."""
+    its key, instead of as a bare ``ValueError`` from inside the YAML parser. A key given twice
+    in one mapping is an error: YAML itself keeps the last value without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, first)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)

@@ -31,7 +31,7 @@ class DecoderConfig:
     #: the paper's code does: the forest has no early stopping that needs the validation days;
     #: measured better on 79 of 100 CAMELS-US catchments, BENCHMARKS.md) or "train"
     fit_period: Literal["train", "train_validation"] = "train_validation"
-    #: keep each fitted forest (decoders/gauge_id=<id>/model.joblib) so that ``hybrid predict``
+    #: keep each fitted forest (decoders/gauge_id=<id>/model.skops) so that ``hybrid predict``
     #: can serve any period without refitting; BENCHMARKS.md gives the size per catchment
     keep_models: bool = True
 
@@ -170,11 +170,6 @@ class Config:
     batch_size: int = 256
     learning_rate: float = 1e-3
     clip_gradient_norm: float = 1.0
-    #: regularisation: Adam's L2 weight decay, and Gaussian noise (in standardised units) on the
-    #: training batches' targets (NeuralHydrology's target_noise_std) and dynamic inputs
-    weight_decay: float = 0.0
-    target_noise_std: float = 0.0
-    input_noise_std: float = 0.0
     #: epochs without validation improvement before stopping
     patience: int = 5
     #: the learning rate is halved after this many epochs without improvement
@@ -183,6 +178,11 @@ class Config:
     max_train_samples_per_epoch: int | None = None
     #: validation windows used per epoch (a fixed seeded subset keeps it cheap and comparable)
     max_validation_samples: int | None = 20000
+    #: regularisation: Adam's L2 weight decay, and Gaussian noise (in standardised units) on the
+    #: training batches' targets (NeuralHydrology's target_noise_std) and dynamic inputs
+    weight_decay: float = 0.0
+    target_noise_std: float = 0.0
+    input_noise_std: float = 0.0
     #: stop training after this wall time (minutes), keeping the best epoch
     max_train_minutes: float | None = None
     #: fraction of catchments the regional LSTM trains on (paper: 371 of 421)

@@ -69,11 +69,22 @@ def clean_values(cfg: Config, gauge_id: str, frame: pd.DataFrame) -> tuple[pd.Da
     return pd.DataFrame(values, index=frame.index, columns=frame.columns), warnings
 
 
+def _in_date_order(gauge_id: str, raw: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by date, no date twice, whatever the loader did: periods are sliced by
+    date, and unsorted rows would turn a moved year into missing days without a word."""
+    repeated = raw.index.duplicated()
+    if repeated.any():
+        day = pd.Timestamp(raw.index[int(repeated.argmax())]).date()
+        raise DataError(f"catchment {gauge_id}: date {day} repeats in its time series")
+    return raw if raw.index.is_monotonic_increasing else raw.sort_index()
+
+
 def canonical_frame(cfg: Config, gauge_id: str, raw: pd.DataFrame
                     ) -> tuple[pd.DataFrame, list[str]]:
     """Select, clean, check and trim one catchment's series; ``SkipCatchment`` if unusable."""
     if raw.empty:  # an empty file, or a header without rows
         raise SkipCatchment(gauge_id, "its time series file has no data rows")
+    raw = _in_date_order(gauge_id, raw)
     columns = list(cfg.dynamic_inputs) + [cfg.target]
     missing = [c for c in columns if c not in raw.columns]
     if missing:

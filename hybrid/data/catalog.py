@@ -76,7 +76,8 @@ def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(f"{store.uri(layout.SPLIT)} is damaged ({err}); delete the run "
                              "folder's checkpoints to draw the split again") from None
-        return split
+        # in the order it was drawn: the final checkpoint rebuilt from it has the same bytes
+        return {"train": split["train"], "out_of_training": split["out_of_training"]}
     split = split_catchments(usable_catchments(store), cfg)
     store.write_json(layout.SPLIT, split)
     return split

@@ -16,7 +16,13 @@ import pandas as pd
 import yaml
 
 from hybrid.config import Config
-from hybrid.encoder.checkpoints import epochs, load_object, object_bytes
+from hybrid.encoder.checkpoints import (
+    epochs,
+    load_object,
+    object_bytes,
+    refuse_non_finite,
+    weights_of,
+)
 from hybrid.encoder.ensemble import combine, snapshot
 from hybrid.errors import StoreError
 from hybrid.store import layout
@@ -53,6 +59,8 @@ def export_model(cfg: Config, out_url: str, command: str = "", force: bool = Fal
         final = ensemble_final(run, final, cfg.run_id, list(snapshots),
                                [open_store(m, cfg.storage_options) for m in members])
         data = object_bytes(final)
+    for weights in weights_of(final):
+        refuse_non_finite(weights, run.uri(layout.FINAL))
     out.write_bytes(layout.FINAL, data)
     model_config = {k: v for k, v in without_secrets(cfg.to_dict()).items() if k not in _LOCAL}
     model_config["run_id"] = cfg.run_id

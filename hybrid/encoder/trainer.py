@@ -36,9 +36,9 @@ from hybrid.errors import HybridError
 from hybrid.evaluation.metrics import nse
 from hybrid.logs import logger
 from hybrid.progress import Progress
-from hybrid.store import layout
+from hybrid.store import files, layout
 from hybrid.store.runs import without_secrets
-from hybrid.store.storage import Store
+from hybrid.store.storage import Store, table_bytes
 
 log = logger()
 
@@ -222,6 +222,8 @@ class Trainer:
                                                    cfg.clip_gradient_norm)
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
+                if not math.isfinite(losses[-1]):
+                    raise self._diverged(epoch, losses[-1])
                 seen += len(idx)
                 bar.update(extra=f"loss={np.mean(losses[-50:]):.4f}")
                 if self.state.train_seconds + time.monotonic() - started > self.budget:
@@ -234,6 +236,15 @@ class Trainer:
                 "samples_per_second": seen / max(seconds, 1e-9),
                 "target_days_per_second": seen * cfg.predict_last_n / max(seconds, 1e-9),
                 "out_of_time": out_of_time}
+
+    def _diverged(self, epoch: int, loss: float) -> HybridError:
+        """Training that produced a non-finite loss stops: its weights are garbage from here on,
+        and a NaN model must never become "best epoch" and have its metrics published."""
+        cfg = self.cfg
+        return HybridError(
+            f"pretrain: the training loss became {loss} in epoch {epoch}; the training "
+            f"diverged: lower learning_rate (now {cfg.learning_rate}) or set "
+            f"clip_gradient_norm (now {cfg.clip_gradient_norm}), under a new run_id")
 
     def _autocast(self):
         if self.cfg.precision == "bf16":
@@ -305,6 +316,7 @@ class Trainer:
     def finish(self, final_key: str) -> ckpt.TrainedModel:
         """Keep the best epoch's weights and write the final checkpoint and the history."""
         best = self.state.best_state or self.model.state_dict()
+        ckpt.refuse_non_finite(best, self.out.uri(final_key))
         self.model.load_state_dict(best)
         self.model.eval()
         final = {"hparams": hparams(self.cfg, self.scaler), "state_dict": best,
@@ -313,7 +325,7 @@ class Trainer:
                  "config": without_secrets(self.cfg.to_dict())}  # checkpoints travel
         digest = ckpt.save_object(self.out, final_key, final)
         history_key = final_key.rsplit("/", 1)[0] + "/history.parquet"
-        self.out.write_table(history_key, pd.DataFrame(self.state.history))
+        files.write(self.out, history_key, table_bytes(pd.DataFrame(self.state.history)))
         return ckpt.TrainedModel(self.model, self.scaler, self.split, self.state.best_epoch,
                                  self.state.history, digest, self.cfg.to_dict())
 
@@ -396,6 +408,7 @@ def _validation_subset(windows: WindowSampler, budget: int | None, seed: int) ->
 def train_regional(store: Store, cfg: Config, device: str | None = None) -> ckpt.TrainedModel:
     """Train (or resume, or just load) the regional LSTM of the run in ``store``."""
     device = device or pick_device(cfg.device)
+    ckpt.drop_damaged_final(store)
     if store.exists(layout.FINAL):
         log.info(f"pretrain: final checkpoint exists at {store.uri(layout.FINAL)}; not "
                  "retraining")

@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from hybrid.config import Config  # noqa: E402
 from hybrid.errors import StoreError  # noqa: E402
 from hybrid.evaluation.summary import headline  # noqa: E402
-from hybrid.store import layout, partitions  # noqa: E402
+from hybrid.store import files, layout, partitions  # noqa: E402
 from hybrid.store.provenance import sha256  # noqa: E402
 from hybrid.store.runs import read_timings  # noqa: E402
 from hybrid.store.storage import Store  # noqa: E402
@@ -238,7 +238,11 @@ def write_report(store: Store, cfg: Config) -> str:
 def _summary_bytes(store: Store) -> bytes:
     """The summary file, or one line saying which command makes it."""
     if store.exists(layout.SUMMARY):
-        return store.read_bytes(layout.SUMMARY)
+        data = store.read_bytes(layout.SUMMARY)
+        reason = files.mismatch(store, layout.SUMMARY, data)
+        if reason:
+            raise StoreError(f"{reason}: rerun `hybrid score` to write it again")
+        return data
     manifest = layout.manifest_key(layout.SUMMARY_DIR)
     if store.exists(manifest):
         raise StoreError(f"{store.uri(layout.SUMMARY)} is missing although its manifest is "
@@ -249,7 +253,8 @@ def _summary_bytes(store: Store) -> bytes:
 def _figures(done: pd.DataFrame, history: pd.DataFrame | None, store: Store, cfg: Config
              ) -> list[str]:
     figures = [f"![NSE distribution]({plot_nse_cdf(done, store, cfg)})"]
-    if set(layout.CORE_MODELS) <= set(done.model):
+    # a model whose every NSE is missing (a diverged encoder) has no point to plot
+    if set(layout.CORE_MODELS) <= set(done.dropna(subset=["nse"]).model):
         figures.append(f"![hybrid vs regional]({plot_scatter(done, store, cfg)})")
     if history is not None:
         curve = plot_training(history, store, cfg.loss)

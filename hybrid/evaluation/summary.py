@@ -21,7 +21,7 @@ from hybrid.evaluation.metrics import METRICS as METRIC_FUNCTIONS
 from hybrid.evaluation.scoring import enabled_baselines
 from hybrid.execution.runner import StageResult
 from hybrid.logs import flush_run_logs, logger
-from hybrid.store import layout, partitions
+from hybrid.store import files, layout, partitions
 from hybrid.store.provenance import config_hash, provenance
 from hybrid.store.storage import Store, table_bytes
 
@@ -104,11 +104,15 @@ def write_summary(store: Store, summary: pd.DataFrame, stamp: dict[str, str]
     agg = aggregate(summary)
     schema = pa.schema([(c, SUMMARY_TYPES[c]) for c in SUMMARY_COLUMNS])
     data = table_bytes(pa.Table.from_pandas(summary, schema=schema, preserve_index=False))
-    if not store.write_if_changed(layout.SUMMARY, data) and store.exists(layout.AGGREGATE):
-        return summary, agg  # unchanged: a rerun with nothing to do writes nothing
-    store.write_table(layout.AGGREGATE, agg)
+    # each file is compared with what it should hold (and its recorded hash): a damaged one is
+    # rewritten with a log line; a rerun with nothing to do writes nothing
+    changed = files.write_if_changed(store, layout.SUMMARY, data, "summary")
+    changed = files.write_if_changed(store, layout.AGGREGATE, table_bytes(agg), "summary") \
+        or changed
+    if not changed:
+        return summary, agg
     per_catchment = summary.groupby(layout.PARTITION_KEY)["status"].agg(_worst)
-    store.write_json(layout.manifest_key(layout.SUMMARY_DIR), {
+    files.update_manifest(store, layout.SUMMARY_DIR, {
         "stage": "summary", "stamp": stamp, "provenance": provenance(),
         "catchments": int(len(per_catchment)),
         "status": {k: int(v) for k, v in per_catchment.value_counts().items()},

@@ -63,7 +63,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
 )}
 
 
-def run_all(cfg: Config):
+def run_all(cfg: Config, break_lock: bool = False):
     """``hybrid run``: every stage with ``in_run`` in order, in one session; returns the last
     outcome that carries the summary, with the report's path."""
     from hybrid.execution.runner import StageOutcome
@@ -72,7 +72,7 @@ def run_all(cfg: Config):
 
     # a cluster that cannot serve this store is refused before anything is written
     early = executor_for(cfg, run_store(cfg)) if joins_cluster(cfg) else None
-    session = Session.open(cfg)
+    session = Session.open(cfg, break_lock=break_lock, command="hybrid run")
     session._executor = early
     outcome = StageOutcome("run")
     try:

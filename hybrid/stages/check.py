@@ -14,15 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from hybrid.config import Config
-from hybrid.data.canonical import (
-    PREPARE_THREADS,
-    canonical_frame,
-    dataset_for,
-    dataset_state,
-    prepare_attributes,
-    read_series,
-    resolve_basins,
-)
+from hybrid.data import canonical
 from hybrid.data.catalog import check_train_count
 from hybrid.encoder.base_run import resolve
 from hybrid.errors import DataError, HybridError, SkipCatchment
@@ -43,16 +35,16 @@ def check(cfg: Config) -> dict:
     cfg = resolve(cfg)  # a base run's inputs must match before anything else
     store = open_run(cfg, write=False)  # reachable, and not a different run under this id
     store.probe_write()  # the bucket exists and may be written, as the run's first write needs
-    dataset = dataset_for(cfg)
-    gauges, skipped = resolve_basins(cfg, dataset)
-    _, bad = prepare_attributes(cfg, dataset, gauges)
+    dataset = canonical.dataset_for(cfg)
+    gauges, skipped = canonical.resolve_basins(cfg, dataset)
+    _, bad = canonical.prepare_attributes(cfg, dataset, gauges)
     skipped.update(bad)
     failed: dict[str, str] = {}
-    state = dataset_state(cfg, dataset, gauges)
+    state = canonical.dataset_state(cfg, dataset, gauges)
 
     def one(gauge_id: str):
         try:
-            canonical_frame(cfg, gauge_id, read_series(cfg, state, gauge_id))
+            canonical.canonical_frame(cfg, gauge_id, canonical.read_series(cfg, state, gauge_id))
             return gauge_id, None, None
         except SkipCatchment as skip:
             return gauge_id, skip.reason, None
@@ -60,7 +52,7 @@ def check(cfg: Config) -> dict:
             return gauge_id, None, str(err)
 
     usable = 0
-    with ThreadPoolExecutor(PREPARE_THREADS) as pool:
+    with ThreadPoolExecutor(canonical.PREPARE_THREADS) as pool:
         for gauge_id, reason, error in pool.map(one, [g for g in gauges if g not in skipped]):
             if reason:
                 skipped[gauge_id] = reason

@@ -81,10 +81,10 @@ def decode_catchment(context: Context, gauge_id: str, n_jobs: int = 1,
                                           .to_numpy(np.float32)),
         layout.HYBRID: clip_predictions(cfg, hybrid),
     })
-    if cfg.decoder.keep_models:
-        save_decoder(store, gauge_id, model)
+    forest = save_decoder(store, gauge_id, model) if cfg.decoder.keep_models else None
     info = {"n_train": int(np.isfinite(observed[train]).sum()),
-            "fit_seconds": round(fit_seconds, 4), "node_id": node_id}
+            "fit_seconds": round(fit_seconds, 4), "node_id": node_id,
+            **({"forest": forest} if forest else {})}
     record = partitions.write_partition(store, layout.PREDICTIONS, gauge_id, predictions,
                                         context.stamps["decode"], info)
     return {**record, **info}

@@ -204,6 +204,8 @@ def _period_inputs(context: Context, gauge_id: str) -> pd.DataFrame:
     """The catchment's series for the period: the run's own store, or the re-read dataset."""
     folder = context.inputs
     if folder:
+        if not context.store.exists(layout.partition_key(folder, gauge_id)):
+            raise SkipCatchment(gauge_id, "the dataset holds none of the days the period needs")
         return partitions.read_partition(context.store, folder, gauge_id).to_pandas() \
             .set_index("date")
     return load_catchment(context.store, gauge_id)
@@ -227,7 +229,10 @@ def predict_one(context: Context, state: dict, gauge_id: str) -> WorkResult:
                               device=state["device"])
     head = regional_head(trained.model, arrays, days, cfg.seq_length, cfg.predict_last_n,
                          cfg.encode_batch_size, state["device"])
-    forest = load_decoder(store, gauge_id)
+    predicted = partitions.locate(store, layout.PREDICTIONS, gauge_id)  # either layout
+    fitted = partitions.read_footer_json(store, predicted, partitions.INFO_KEY) \
+        if predicted else {}
+    forest = load_decoder(store, gauge_id, fitted.get("forest"))
     observed = frame[cfg.target].to_numpy(np.float64)[days]
     in_sample = in_fit_period(cfg, arrays.dates[days])
     predictions = pd.DataFrame({
@@ -262,6 +267,10 @@ def reread_inputs(cfg: Config, store: Store, gauges: list[str], folder: str, end
                               f"{gauge_id} in {cfg.data_dir}")
         frame, _ = clean_values(cfg, gauge_id, raw[columns])
         frame = frame.astype("float32").loc[pd.Timestamp(first):pd.Timestamp(end)]
+        if frame.empty:
+            raise SkipCatchment(gauge_id, f"the period ends on {end}, before {first}, where the "
+                                          "run's series start" if end < first else
+                                f"the dataset holds no day of {first}..{end}")
         frame = frame.reindex(pd.date_range(frame.index[0], frame.index[-1], name="date"))
         span = {"start": str(frame.index[0].date()), "end": str(frame.index[-1].date())}
         record = partitions.write_partition(

@@ -13,6 +13,7 @@ import time
 from hybrid.config import Config
 from hybrid.data.catalog import usable_catchments
 from hybrid.encoder import base_run
+from hybrid.encoder.checkpoints import drop_damaged_final, heal_history
 from hybrid.encoder.device import pick_device
 from hybrid.encoder.trainer import train_regional
 from hybrid.execution.context import Context
@@ -31,7 +32,9 @@ def run(cfg: Config, session: Session | None = None) -> StageOutcome:
     gauges = usable_catchments(store)  # "run `hybrid prepare` first" before any Ray start
     if cfg.base_run:
         return StageOutcome("pretrain", details=base_run.adopt(store, cfg, gauges))
+    drop_damaged_final(store)
     if store.exists(layout.FINAL):
+        heal_history(store)
         log.info(f"pretrain: already done ({store.uri(layout.FINAL)})")
         return StageOutcome("pretrain")
     started = time.monotonic()

@@ -3,6 +3,7 @@
 A run is ``<store>/<run_id>/``::
 
     config.yml                                   the resolved config (+ provenance), written first
+    _lock.json                                   who writes the run now (``hybrid.store.lock``)
     run.log                                      what every command printed, appended per command
     timings.json                                 wall time per stage
     attributes.parquet                           gauge_id + static attributes (float32)
@@ -12,7 +13,7 @@ A run is ``<store>/<run_id>/``::
     baselines/<model>/predictions/<id>/part-0.parquet   gauge_id, date, <model>
     predictions/<id>/part-0.parquet     gauge_id, date, observed, regional, hybrid (test period)
     metrics/<id>/part-0.parquet         gauge_id, one row per model, every metric
-    decoders/gauge_id=<id>/model.joblib the fitted forest (decoder.keep_models)
+    decoders/gauge_id=<id>/model.skops the fitted forest (decoder.keep_models)
     predict/<start>_<end>/predictions/<id>/part-0.parquet   ``hybrid predict``
     summary/summary.parquet, summary/aggregate.parquet
     report/report.md and PNG figures
@@ -51,6 +52,7 @@ import pyarrow as pa
 CONFIG = "config.yml"
 RUN_LOG = "run.log"
 TIMINGS = "timings.json"
+LOCK = "_lock.json"
 ATTRIBUTES = "attributes.parquet"
 
 CATCHMENTS = "catchments"
@@ -164,7 +166,12 @@ STATUS_COLUMNS = ["status", "stage", "error"]
 
 
 def decoder_key(gauge_id: str) -> str:
-    """Where a catchment's fitted forest is kept (``decoder.keep_models``)."""
+    """Where a catchment's fitted forest is kept (``decoder.keep_models``; ``skops.io``)."""
+    return f"{hive_dir(DECODERS, gauge_id)}/model.skops"
+
+
+def legacy_decoder_key(gauge_id: str) -> str:
+    """Where earlier versions kept a forest as a pickle (refused, never loaded)."""
     return f"{hive_dir(DECODERS, gauge_id)}/model.joblib"
 
 

@@ -1,22 +1,29 @@
 """Which catchment partitions of a run can be trusted, and the manifests that say so.
 
-A partition is *done* only if it is the file its stage promised: present, complete, and made
-from this run's config and inputs. Every partition carries a *stamp* in its Parquet footer
-(the stage, the config hash, and the lineage: e.g. the checkpoint it was encoded with), and
-every stage ends by writing ``<folder>/_manifest.json`` with the size and row count of each
-partition it vouches for.
+A partition is *done* only if it is the file its stage promised: present, complete, unchanged,
+and made from this run's config, inputs and model. Every partition carries a *stamp* in its
+Parquet footer (the stage, the config hash, and the lineage: e.g. the checkpoint it was encoded
+with), and every stage ends by writing ``<folder>/_manifest.json`` with, for each partition it
+vouches for: its size, row count, content hash (CRC-32 of the bytes written, computed as they
+are written), the version the store gave it (local mtime, S3 ETag) and the model it was made from.
 
 Checking is cheap where it can be and thorough where it must be:
 
 * after a finished stage, one recursive listing of the folder (a request per 1,000 objects on
-  S3) is compared with the sizes in its manifest: a truncated, replaced or deleted partition is
-  found without opening any file;
-* after an interrupted stage (no manifest yet) the footers of the partitions present are read
-  in parallel: a file cut short has no footer, and a stamp from another config is refused;
-* a partition damaged in place without a change of size is caught by the stage that reads it
-  (``CorruptPartition``), deleted, and rebuilt on the next run.
+  S3) gives every partition's size and version. A partition whose size and version are the ones
+  recorded has not been written since its hash was taken: it is trusted without being read. One
+  whose version changed (rewritten, damaged in place, copied without its timestamps) is read
+  and its hash compared: same bytes, kept (and its new version recorded); other bytes, redone;
+* after an interrupted stage (no manifest yet) every partition present is read in parallel:
+  a file cut short has no footer, a stamp from another config is refused, and the hash of what
+  was read goes into the new manifest;
+* every Parquet read checks the CRC of each data page (``hybrid.store.storage``): damage that
+  keeps the size and the version (a bad disk, a timestamp put back by hand) fails the stage
+  that reads the file (``CorruptPartition``), which deletes it so the next run rebuilds it.
 
-``benchmarks/bench_resume.py`` measures both paths for 10,000 catchments.
+Hashing every partition on every resume was measured instead (``benchmarks/bench_resume.py``,
+BENCHMARKS.md section 6): it reads the whole run folder (for ``encoded/`` at 10,000 catchments,
+gigabytes) each time a stage resumes, where the listing reads none of it.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from hybrid.errors import CorruptPartition, StoreError
 from hybrid.logs import logger
 from hybrid.store import layout
 from hybrid.store.provenance import provenance
-from hybrid.store.storage import Store
+from hybrid.store.storage import Store, content_hash, parquet_format, table_bytes
 
 log = logger()
 
@@ -49,9 +56,9 @@ def write_partition(store: Store, folder: str, gauge_id: str, table: pa.Table | 
                     ) -> dict[str, int]:
     """Write one catchment's partition with its stamp; returns what the manifest records.
 
-    The file carries its own ``gauge_id`` as a text column (``hybrid.store.layout`` says why).
     ``info`` goes into the footer beside the stamp without deciding whether the partition is
-    current (e.g. the data folder it was read from).
+    current (e.g. the data folder it was read from). The file carries its own ``gauge_id`` as a
+    text column (``hybrid.store.layout`` says why).
     """
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
@@ -60,8 +67,16 @@ def write_partition(store: Store, folder: str, gauge_id: str, table: pa.Table | 
     metadata = {STAMP_KEY: json.dumps(stamp, sort_keys=True)}
     if info:
         metadata[INFO_KEY] = json.dumps(info, sort_keys=True)
-    size = store.write_table(key, table, metadata)
-    return {"rows": table.num_rows, "bytes": size}
+    data = table_bytes(table, metadata)
+    version = store.write_bytes(key, data)
+    return file_record(data, version, rows=table.num_rows, model=stamp.get("model"))
+
+
+def file_record(data: bytes, version: str, **extra: Any) -> dict[str, Any]:
+    """What a manifest records of a file just written: size, content hash, store version."""
+    record = {"bytes": len(data), "hash": content_hash(data), "version": version}
+    record.update({k: v for k, v in extra.items() if v is not None})
+    return record
 
 
 def with_gauge_id(table: pa.Table, gauge_id: str, where: str) -> pa.Table:
@@ -127,17 +142,18 @@ def read_folder(store: Store, folder: str, gauges: list[str] | None = None) -> p
 
     current, legacy = _scan(store, folder)
     wanted = set(current) | set(legacy) if gauges is None else set(gauges)
-    fs = store.arrow_filesystem()
+    fs, parquet = store.arrow_filesystem(), parquet_format()  # page CRCs checked as read
     tables = []
     paths = [store.path(layout.partition_key(folder, g)) for g in sorted(wanted & set(current))]
-    if paths:
-        tables.append(ds.dataset(paths, format="parquet", filesystem=fs).to_table())
     old = [store.path(layout.legacy_partition_key(folder, g))
            for g in sorted(wanted & set(legacy) - set(current))]
-    if old:
-        tables.append(ds.dataset(old, format="parquet", filesystem=fs,
-                                 partitioning=layout.partitioning(),
-                                 partition_base_dir=store.path(folder)).to_table())
+    with store.errors(folder, "parse"):
+        if paths:
+            tables.append(ds.dataset(paths, format=parquet, filesystem=fs).to_table())
+        if old:
+            tables.append(ds.dataset(old, format=parquet, filesystem=fs,
+                                     partitioning=layout.partitioning(),
+                                     partition_base_dir=store.path(folder)).to_table())
     if not tables:
         return pa.table({layout.PARTITION_KEY: pa.array([], pa.string())})
     return pa.concat_tables(tables, promote_options="permissive")
@@ -251,58 +267,62 @@ class Verdict:
 def present_partitions(store: Store, folder: str) -> dict[str, int]:
     """gauge id -> size of every catchment partition under ``folder`` (either layout)."""
     current, legacy = _scan(store, folder)
-    return {**legacy, **current}
+    return {g: size for g, (size, _) in {**legacy, **current}.items()}
 
 
-def _scan(store: Store, folder: str) -> tuple[dict[str, int], dict[str, int]]:
-    """(``<id>/part-0.parquet``, old ``gauge_id=<id>/part-0.parquet``) sizes, in one listing."""
-    current: dict[str, int] = {}
-    legacy: dict[str, int] = {}
+def _scan(store: Store, folder: str
+          ) -> tuple[dict[str, tuple[int, str]], dict[str, tuple[int, str]]]:
+    """(``<id>/part-0.parquet``, old ``gauge_id=<id>/part-0.parquet``) as (size, version), in
+    one listing."""
+    current: dict[str, tuple[int, str]] = {}
+    legacy: dict[str, tuple[int, str]] = {}
     old = f"{layout.PARTITION_KEY}="
-    for key, size in store.sizes(folder).items():
+    for key, found in store.listing(folder).items():
         parts = key[len(folder) + 1:].split("/")
         if len(parts) != 2 or parts[1] != layout.PARTITION_FILE:
             continue
         name = parts[0]
-        found = legacy if name.startswith(old) else current
+        into = legacy if name.startswith(old) else current
         gauge_id = name.removeprefix(old)
         if layout.is_gauge_id(gauge_id):
-            found[gauge_id] = size
+            into[gauge_id] = found
     return current, legacy
 
 
-def migrate_legacy(store: Store, folder: str, legacy: dict[str, int],
+def migrate_legacy(store: Store, folder: str, legacy: dict[str, tuple[int, str]],
                    manifest: dict | None) -> dict | None:
     """Move the partitions of a folder written before the id was stored in the files into this
     layout, once: each file gains its ``gauge_id`` column and keeps its stamp, so nothing is
     recomputed; an unreadable one is deleted and so redone. Returns the manifest with the moved
-    files' sizes, written at once so that an interruption does not make them look replaced."""
+    files' records (size, hash, version), written at once so that an interruption does not make
+    them look replaced."""
     log.info(f"{store.uri(folder)}: moving {len(legacy)} partition(s) from the old layout "
              f"{layout.PARTITION_KEY}=<id>/ to <id>/ with a text {layout.PARTITION_KEY} column "
              "(once; nothing is recomputed)")
 
-    def one(gauge_id: str) -> tuple[str, int | None]:
+    def one(gauge_id: str) -> tuple[str, dict | None]:
         old = layout.legacy_partition_key(folder, gauge_id)
         try:
             table = store.read_table(old)
         except CorruptPartition:
-            size = None
+            record = None
         else:
             key = layout.partition_key(folder, gauge_id)
-            size = store.write_table(key, with_gauge_id(table, gauge_id, store.uri(key)))
+            data = table_bytes(with_gauge_id(table, gauge_id, store.uri(key)))
+            record = file_record(data, store.write_bytes(key, data), rows=table.num_rows)
         store.delete(layout.hive_dir(folder, gauge_id), recursive=True)
-        return gauge_id, size
+        return gauge_id, record
 
     with ThreadPoolExecutor(min(FOOTER_THREADS, len(legacy))) as pool:
         moved = dict(pool.map(one, sorted(legacy)))
     if not manifest:
         return manifest
     entries = dict(manifest["catchments"])
-    for gauge_id, size in moved.items():
+    for gauge_id, record in moved.items():
         entry = entries.get(gauge_id)
-        if size is not None and entry is not None \
-                and int(entry.get("bytes", -1)) == legacy[gauge_id]:
-            entries[gauge_id] = {**entry, "bytes": size}
+        if record is not None and entry is not None \
+                and int(entry.get("bytes", -1)) == legacy[gauge_id][0]:
+            entries[gauge_id] = {**entry, **record}
     manifest = {**manifest, "catchments": entries}
     store.write_json(layout.manifest_key(folder), manifest)
     return manifest
@@ -313,8 +333,8 @@ def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
            manifest: dict | None = None) -> Verdict:
     """Sort ``gauges`` into done and to-do for a stage whose partitions carry ``stamp``.
 
-    ``known`` are partitions this process wrote or checked moments ago (size and rows), which
-    need no second look. ``manifest`` defaults to the folder's own.
+    ``known`` are partitions this process wrote or checked moments ago (size, hash, version),
+    which need no second look. ``manifest`` defaults to the folder's own.
     """
     manifest = read_manifest(store, folder) if manifest is None else manifest
     _refuse_other_config(store, folder, manifest, stamp)
@@ -322,31 +342,34 @@ def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
     if legacy:
         manifest = migrate_legacy(store, folder, legacy, manifest)
         present, _ = _scan(store, folder)
-    trusted = manifest["catchments"] if manifest and manifest.get("stamp") == stamp else {}
+    same = bool(manifest) and manifest.get("stamp") == stamp
+    trusted = manifest["catchments"] if same else {}
     known = known or {}
     verdict = Verdict()
-    deep = []
+    deep, rehash = [], []
     for gauge_id in gauges:
-        size = present.get(gauge_id)
+        found = present.get(gauge_id)
         expected = known.get(gauge_id) or trusted.get(gauge_id)
-        if size is None:
+        if found is None:
             if expected is not None:
                 verdict.redo[gauge_id] = "its partition is missing"
-            elif manifest and manifest.get("stamp") == stamp and gauge_id in manifest["skipped"]:
+            elif same and gauge_id in manifest["skipped"]:
                 verdict.skipped[gauge_id] = manifest["skipped"][gauge_id]
                 continue
             verdict.todo.append(gauge_id)
-        elif expected is not None:
-            if int(expected.get("bytes", -1)) == size:
-                verdict.done[gauge_id] = dict(expected)
-            else:
-                verdict.redo[gauge_id] = (f"its partition has {size} bytes, not the "
-                                          f"{expected.get('bytes')} recorded (cut short or "
-                                          "replaced)")
-                verdict.todo.append(gauge_id)
+        elif expected is None:
+            deep.append((gauge_id, found))
         else:
-            deep.append((gauge_id, size))
-    for gauge_id, outcome in _check_footers(store, folder, deep, stamp):
+            reason = _mismatch(expected, found, stamp)
+            if reason is None:
+                verdict.done[gauge_id] = dict(expected)
+            elif reason == "":
+                rehash.append((gauge_id, found, expected))
+            else:
+                verdict.redo[gauge_id] = reason
+                verdict.todo.append(gauge_id)
+    outcomes = _check_footers(store, folder, deep, stamp) + _rehash(store, folder, rehash)
+    for gauge_id, outcome in outcomes:
         if isinstance(outcome, str):
             verdict.redo[gauge_id] = outcome
             verdict.todo.append(gauge_id)
@@ -355,6 +378,38 @@ def verify(store: Store, folder: str, gauges: list[str], stamp: dict[str, str],
     order = {g: i for i, g in enumerate(gauges)}
     verdict.todo.sort(key=order.__getitem__)
     return verdict
+
+
+def _mismatch(expected: dict, found: tuple[int, str], stamp: dict[str, str]) -> str | None:
+    """Why a recorded partition cannot be trusted; "" when only reading it can tell."""
+    size, version = found
+    if int(expected.get("bytes", -1)) != size:
+        return (f"its partition has {size} bytes, not the {expected.get('bytes')} recorded "
+                "(cut short or replaced)")
+    if stamp.get("model") and expected.get("model", stamp["model"]) != stamp["model"]:
+        return (f"its partition was made from another model ({expected.get('model')}, not "
+                f"{stamp['model']})")
+    if not expected.get("hash") or not version or expected.get("version") != version:
+        return ""  # written since it was recorded (or recorded without a hash): read it
+    return None
+
+
+def _rehash(store: Store, folder: str, items: list[tuple[str, tuple[int, str], dict]]
+            ) -> list[tuple[str, Any]]:
+    """Partitions whose version changed since their hash was recorded: read and compare."""
+    def one(item: tuple[str, tuple[int, str], dict]) -> tuple[str, Any]:
+        gauge_id, (_, version), expected = item
+        key = layout.partition_key(folder, gauge_id)
+        digest = content_hash(store.read_bytes(key))
+        if expected.get("hash") and digest != expected["hash"]:
+            return gauge_id, (f"its content hash is {digest}, not the {expected['hash']} "
+                              "recorded (damaged or rewritten in place)")
+        return gauge_id, {**expected, "hash": digest, "version": version}
+
+    if not items:
+        return []
+    with ThreadPoolExecutor(min(FOOTER_THREADS, len(items))) as pool:
+        return list(pool.map(one, items))
 
 
 def _refuse_other_config(store: Store, folder: str, manifest: dict | None,
@@ -369,13 +424,16 @@ def _refuse_other_config(store: Store, folder: str, manifest: dict | None,
             "run folder to start over")
 
 
-def _check_footers(store: Store, folder: str, items: list[tuple[str, int]],
+def _check_footers(store: Store, folder: str, items: list[tuple[str, tuple[int, str]]],
                    stamp: dict[str, str]) -> list[tuple[str, Any]]:
-    def one(item: tuple[str, int]) -> tuple[str, Any]:
-        gauge_id, size = item
+    """Partitions no manifest vouches for: each is read whole (its hash goes into the new
+    manifest), its footer parsed and its stamp compared."""
+    def one(item: tuple[str, tuple[int, str]]) -> tuple[str, Any]:
+        gauge_id, (_, version) = item
         key = layout.partition_key(folder, gauge_id)
+        data = store.read_bytes(key)
         try:
-            footer = store.read_footer(key)
+            footer = store.read_footer(key, data)
         except CorruptPartition as err:
             return gauge_id, f"its partition is unreadable ({_short(err)})"
         found = json.loads((footer.metadata or {}).get(STAMP_KEY.encode(), b"{}") or b"{}")
@@ -388,7 +446,8 @@ def _check_footers(store: Store, folder: str, items: list[tuple[str, int]],
             changed = sorted(k for k in set(found) | set(stamp) if found.get(k) != stamp.get(k))
             return gauge_id, f"its partition was made from other inputs ({', '.join(changed)})"
         info = json.loads((footer.metadata or {}).get(INFO_KEY.encode(), b"{}") or b"{}")
-        return gauge_id, {**info, "rows": footer.num_rows, "bytes": size}
+        return gauge_id, {**info, **file_record(data, version, rows=footer.num_rows,
+                                                model=stamp.get("model"))}
 
     if not items:
         return []

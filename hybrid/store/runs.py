@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from hybrid.config import Config, config_from_dict
-from hybrid.errors import StoreError
+from hybrid.errors import StoreError, redact
 from hybrid.logs import logger
 from hybrid.store import layout
 from hybrid.store.provenance import OPERATIONAL_KEYS, computational, config_hash, provenance
@@ -151,20 +151,25 @@ def _check_manifests(store: Store, cfg: Config) -> None:
 def without_secrets(data: dict[str, Any]) -> dict[str, Any]:
     """The config with only the allow-listed, non-secret storage options."""
     options = data.get("storage_options") or {}
-    kept = {k: v for k, v in options.items() if k in SAFE_STORAGE_OPTIONS}
+    kept = {k: _no_password(v) for k, v in options.items() if k in SAFE_STORAGE_OPTIONS}
     client = options.get("client_kwargs")
     if isinstance(client, dict):
-        safe_client = {k: v for k, v in client.items() if k in SAFE_CLIENT_KWARGS}
+        safe_client = {k: _no_password(v) for k, v in client.items() if k in SAFE_CLIENT_KWARGS}
         if safe_client:
             kept["client_kwargs"] = safe_client
     return {**data, "storage_options": kept}
+
+
+def _no_password(value: Any) -> Any:
+    """An endpoint URL without its ``user:password@`` (the rest of it is worth keeping)."""
+    return redact(value) if isinstance(value, str) else value
 
 
 def _has_outputs(store: Store) -> bool:
     """Whether a run holds anything computed; one that failed before writing anything (a typo in
     ``basins``, a wrong ``dataset``) may have its config fixed and rerun under the same id."""
     store.invalidate()
-    ignorable = {layout.CONFIG, layout.TIMINGS, layout.RUN_LOG}
+    ignorable = {layout.CONFIG, layout.TIMINGS, layout.RUN_LOG, layout.LOCK}
     return any(name not in ignorable for name in store.listdir(""))
 
 

@@ -3,6 +3,13 @@
 Column names are kept exactly as each forcing file spells them (``PRCP(mm/day)`` in NLDAS and
 Maurer, ``prcp(mm/day)`` in Daymet) and discharge becomes ``QObs(mm/d)``, as in NeuralHydrology,
 so configs written for it work unchanged.
+
+Rows are sorted by date as they are read (later stages slice periods by date, and a year moved
+to a file's end must not become a year of missing days), a repeated date is refused naming file
+and line, and a streamflow file whose gauge column names another gauge is refused: the files are
+found by name, and a copied or renamed file would otherwise score one catchment against another's
+flow. ``-999`` and flag ``M`` are USGS's missing-value codes; any other negative discharge is
+left for ``prepare`` to count and warn about, as for every dataset.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ ATTRIBUTE_TABLES = ("clim", "geol", "hydro", "name", "soil", "topo", "vege")
 #: one cubic foot per second as millimetres per day over one square metre
 CFS_TO_MM_DAY_M2 = 0.3048**3 * 86400 * 1000
 _STREAMFLOW_COLUMNS = ("gauge_id", "Year", "Mnth", "Day", "QObs", "flag")
+#: USGS's code for a day without a measurement
+MISSING = -999.0
 
 
 @register_dataset("camels_us")
@@ -64,7 +73,8 @@ class CamelsUSDataset(Dataset):
         forcings, area_m2 = _read_forcings(self._find(self._forcing_dir, pattern, gauge_id))
         flow_dir = self.root / "usgs_streamflow"
         flow_file = self._find(flow_dir, f"{gauge_id}_streamflow_qc.txt", gauge_id)
-        forcings["QObs(mm/d)"] = _read_streamflow(flow_file, area_m2).reindex(forcings.index)
+        flow = _read_streamflow(flow_file, area_m2, gauge_id)
+        forcings["QObs(mm/d)"] = flow.reindex(forcings.index)
         return forcings
 
     def load_attributes(self, gauge_ids: list[str] | None = None) -> pd.DataFrame:
@@ -106,18 +116,26 @@ def _read_forcings(path: Path) -> tuple[pd.DataFrame, float]:
         raise DataError(f"{path}: no {missing[0]!r} column in the header on line 4")
     data = float_columns(table, list(table.frame.columns))
     data.index = _dates(table, data)
-    return data.drop(columns=["Year", "Mnth", "Day", "Hr"], errors="ignore"), area_m2
+    data = data.drop(columns=["Year", "Mnth", "Day", "Hr"], errors="ignore")
+    return data.sort_index(), area_m2
 
 
-def _read_streamflow(path: Path, area_m2: float) -> pd.Series:
-    """Discharge in mm/day; -999 (and any negative value) and flag ``M`` mean missing."""
+def _read_streamflow(path: Path, area_m2: float, gauge_id: str) -> pd.Series:
+    """Discharge in mm/day; -999 and flag ``M`` mean missing, other negatives are kept (and
+    warned about by ``prepare``)."""
     table = read_table(
         path, sep=WHITESPACE, names=_STREAMFLOW_COLUMNS, dtype={"gauge_id": str, "flag": str}
     )
+    other = (table.frame["gauge_id"].str.strip() != gauge_id).to_numpy()
+    if other.any():
+        row = int(other.argmax())
+        raise DataError(f"{path}: {table.where(row)}: gauge {table.frame['gauge_id'].iloc[row]} "
+                        f"in column 1, not {gauge_id}: the file holds another gauge's flow")
     data = float_columns(table, ["Year", "Mnth", "Day", "QObs"])
     data.index = _dates(table, data)
-    cfs = data["QObs"].where((data["QObs"] >= 0) & (table.frame["flag"] != "M").to_numpy(), np.nan)
-    return (cfs * CFS_TO_MM_DAY_M2 / area_m2).rename("QObs(mm/d)")
+    missing = (data["QObs"] == MISSING) | (table.frame["flag"] == "M").to_numpy()
+    cfs = data["QObs"].where(~missing, np.nan)
+    return (cfs * CFS_TO_MM_DAY_M2 / area_m2).rename("QObs(mm/d)").sort_index()
 
 
 def _dates(table: Table, data: pd.DataFrame) -> pd.DatetimeIndex:

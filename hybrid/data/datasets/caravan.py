@@ -94,4 +94,7 @@ def _read_netcdf(path: Path) -> pd.DataFrame:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: non-numeric variable ({one_line(exc)})") from None
     frame.index = pd.DatetimeIndex(frame.index, name="date")
+    repeated = frame.index.duplicated()
+    if repeated.any():
+        raise DataError(f"{path}: date {frame.index[int(repeated.argmax())].date()} repeats")
     return frame.sort_index()
