@@ -126,3 +126,18 @@ def test_negative_predictions_are_listed_per_catchment_and_model(cfg) -> None:
     assert "| g02 | 0 | 2 |" in one
     # a summary written before the column existed gets no section rather than a wrong one
     assert negative_lines(done.drop(columns="n_negative"), cfg) == []
+
+
+def test_held_out_catchments_pick_the_epoch_and_are_drawn_beside_the_others() -> None:
+    spatial = HISTORY.assign(spatial_validation_loss=[1.0, 0.7, 0.75, 0.8, 0.9],
+                             spatial_validation_nse=[0.1, 0.3, 0.25, 0.2, 0.1])
+    assert best_epoch(spatial) == 2  # the trainer stops on the held-out catchments
+    fig = training_figure(spatial)
+    try:
+        left, right = fig.axes
+        labels = [line.get_label() for line in right.get_lines()]
+        assert "held-out catchments" in labels
+        assert "training catchments' validation years" in labels
+        assert any(list(line.get_xdata()) == [2, 2] for line in left.get_lines())
+    finally:
+        plt.close(fig)

@@ -151,8 +151,11 @@ def best_epoch(history: pd.DataFrame) -> int | None:
     if history is None or history.empty or "train_loss" not in history:
         return None
     loss = history["train_loss"].astype(float)
-    if "validation_loss" in history:
-        validation = history["validation_loss"].astype(float)
+    # with held-out catchments (validation_basin_fraction) they pick the epoch
+    key = "spatial_validation_loss" if "spatial_validation_loss" in history \
+        else "validation_loss"
+    if key in history:
+        validation = history[key].astype(float)
         loss = validation.where(np.isfinite(validation), loss)
     finite = loss[np.isfinite(loss)]
     if finite.empty:
@@ -165,13 +168,17 @@ def training_figure(history: pd.DataFrame, loss: str = "mse"):
     are used marked on both panels."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     left.plot(history["epoch"], history["train_loss"], "o-", label="training loss")
-    if "validation_loss" in history and history["validation_loss"].notna().any():
-        left.plot(history["epoch"], history["validation_loss"], "o-", label="validation loss")
+    curves = (("validation", "training catchments' validation years", "tab:green"),
+              ("spatial_validation", "held-out catchments", "tab:purple"))
+    for prefix, what, colour in curves:
+        if f"{prefix}_loss" in history and history[f"{prefix}_loss"].notna().any():
+            left.plot(history["epoch"], history[f"{prefix}_loss"], "o-", color=colour,
+                      label=f"validation loss: {what}")
+        if f"{prefix}_nse" in history and history[f"{prefix}_nse"].notna().any():
+            right.plot(history["epoch"], history[f"{prefix}_nse"], "o-", color=colour,
+                       label=what)
     left.set(xlabel="epoch", ylabel=LOSS_LABELS.get(loss, loss))
-    if "validation_nse" in history and history["validation_nse"].notna().any():
-        right.plot(history["epoch"], history["validation_nse"], "o-", color="tab:green",
-                   label="median validation NSE")
-    right.set(xlabel="epoch", ylabel="median validation NSE (training catchments)")
+    right.set(xlabel="epoch", ylabel="median validation NSE")
     best = best_epoch(history)
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
