@@ -73,3 +73,14 @@ def test_spatial_validation_never_trains_on_its_catchments(tiny_config, tmp_path
 
 def layout_gauges(store) -> list[str]:
     return list(store.read_json(layout.manifest_key(layout.CATCHMENTS))["catchments"])
+
+
+def test_the_model_card_gives_both_validation_scores() -> None:
+    from hybrid.encoder.export import _best_line
+
+    history = pd.DataFrame({"epoch": [1, 2], "validation_nse": [0.41, 0.52],
+                            "spatial_validation_nse": [0.33, 0.30]})
+    line = _best_line(history, 1)
+    assert "held out of training" in line and "0.410" in line and "0.330" in line
+    plain = _best_line(history.drop(columns="spatial_validation_nse"), 2)
+    assert "training catchments" in plain and "0.520" in plain and "held-out" not in plain

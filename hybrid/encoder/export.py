@@ -87,9 +87,24 @@ def _medians(summary: pd.DataFrame) -> list[str]:
     return rows
 
 
-def _at_best(history: pd.DataFrame, best: int | None) -> float:
+def _at_best(history: pd.DataFrame, best: int | None, column: str = "validation_nse") -> float:
     row = history[history["epoch"] == best]
-    return float(row["validation_nse"].iloc[0]) if len(row) else float("nan")
+    return float(row[column].iloc[0]) if len(row) and column in row else float("nan")
+
+
+def _best_line(history: pd.DataFrame, best: int | None) -> str:
+    """The epoch used and both validation scores there: the training catchments' validation
+    years, and (with ``validation_basin_fraction``) the held-out catchments that picked it."""
+    spatial = "spatial_validation_nse" in history
+    line = (f"- Best epoch {best} of {len(history)} (the lowest validation loss of the "
+            + ("catchments held out of training" if spatial else "training catchments") + ")")
+    if "validation_nse" in history and len(history):
+        line += f"; median validation NSE there {_at_best(history, best):.3f}"
+        if spatial:
+            line += (" on the training catchments' validation years, "
+                     f"{_at_best(history, best, 'spatial_validation_nse'):.3f} on the held-out "
+                     "catchments")
+    return line + "."
 
 
 def _sum(history: pd.DataFrame, column: str) -> float:
@@ -153,9 +168,7 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
         f"- Windows of {cfg.seq_length} days, loss (`{cfg.loss}`) on the last "
         f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
         f"precision {cfg.precision}.",
-        f"- Best epoch {best} of {len(history)} (the lowest validation loss)"
-        + (f"; median validation NSE there {_at_best(history, best):.3f}"
-           if "validation_nse" in history and len(history) else "") + ".",
+        _best_line(history, best),
         f"- Checkpoint sha256 `{digest}`.",
         "",
     ]
