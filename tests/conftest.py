@@ -188,6 +188,29 @@ def tiny_config(tmp_path_factory) -> Callable:
 
 
 @pytest.fixture(scope="session")
+def finished_tiny(tmp_path_factory, tiny_config):
+    """A finished tiny run (one epoch), made once per session; tests damage private copies."""
+    from hybrid.stages import run_all
+
+    cfg = tiny_config(str(tmp_path_factory.mktemp("finished")), epochs=1)
+    assert run_all(cfg).exit_code == 0
+    return cfg
+
+
+@pytest.fixture
+def finished_copy(finished_tiny, tmp_path):
+    """(cfg, store) of a private copy of ``finished_tiny``."""
+    import shutil
+
+    from hybrid.store.runs import run_store
+
+    target = tmp_path / "store"
+    shutil.copytree(finished_tiny.store, target)
+    cfg = finished_tiny.replace(store=str(target))
+    return cfg, run_store(cfg)
+
+
+@pytest.fixture(scope="session")
 def caravan_config(tmp_path_factory) -> Callable:
     """A small real-data run on Caravan CAMELS-US catchments (short periods, tiny LSTM)."""
     from hybrid.config import config_from_dict

@@ -29,20 +29,10 @@ FOLDERS = {layout.CATCHMENTS: "prepare", layout.ENCODED: "encode",
 STABLE = ["gauge_id", "model", "status", "nse", "kge_2012", "n_train", "n_test"]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_config):
-    cfg = tiny_config(str(tmp_path_factory.mktemp("template")), epochs=1)
-    assert run_all(cfg).exit_code == 0
-    return cfg
-
-
 @pytest.fixture
-def copy(finished, tmp_path):
+def copy(finished_copy):
     """(cfg, store) of a private copy of the finished run."""
-    target = tmp_path / "store"
-    shutil.copytree(finished.store, target)
-    cfg = finished.replace(store=str(target))
-    return cfg, run_store(cfg)
+    return finished_copy
 
 
 def _files(store) -> dict[str, tuple[bytes, int]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,9 +17,7 @@ import pytest
 from hybrid.cli import main
 from hybrid.decoder.fit import load_decoder
 from hybrid.errors import StoreError
-from hybrid.stages import run_all
 from hybrid.store import layout
-from hybrid.store.runs import run_store
 
 VICTIM = "synthetic_001"
 
@@ -38,19 +35,10 @@ class Payload:
         Path(state["marker"]).touch()
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_config):
-    cfg = tiny_config(str(tmp_path_factory.mktemp("untrusted")), epochs=1)
-    assert run_all(cfg).exit_code == 0
-    return cfg
-
-
 @pytest.fixture
-def copy(finished, tmp_path):
-    target = tmp_path / "store"
-    shutil.copytree(finished.store, target)
-    store = run_store(finished.replace(store=str(target)))
-    return store, str(target)
+def copy(finished_copy):
+    cfg, store = finished_copy
+    return store, cfg.store
 
 
 def _predict(store, root: str, capsys) -> tuple[int, list[str]]:
