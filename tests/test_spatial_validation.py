@@ -84,3 +84,12 @@ def test_the_model_card_gives_both_validation_scores() -> None:
     assert "held out of training" in line and "0.410" in line and "0.330" in line
     plain = _best_line(history.drop(columns="spatial_validation_nse"), 2)
     assert "training catchments" in plain and "0.520" in plain and "held-out" not in plain
+
+
+def test_split_seed_keeps_the_split_while_seed_varies_the_weights(tiny_config, tmp_path) -> None:
+    base = tiny_config(str(tmp_path), n_train_basins=30, validation_basin_fraction=0.2)
+    member = base.replace(seed=7, split_seed=base.seed)
+    assert split_catchments(GAUGES, member) == split_catchments(GAUGES, base)
+    assert split_catchments(GAUGES, base.replace(seed=7)) != split_catchments(GAUGES, base)
+    with pytest.raises(ConfigError, match="split_seed"):
+        base.replace(split_seed=-1)

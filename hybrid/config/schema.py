@@ -194,6 +194,10 @@ class Config:
     #: years (temporal validation) as before
     validation_basin_fraction: float = 0.0
     seed: int = 42
+    #: draws the catchment split (training / held-out / out of training); None: ``seed``. Set
+    #: it to keep one split while ``seed`` varies the weights, as the members of a seed
+    #: ensemble need (they must share the scaler: hybrid.encoder.ensemble)
+    split_seed: int | None = None
     device: str = "auto"
     #: torch CPU threads (0: torch's default)
     num_threads: int = 0

@@ -31,6 +31,7 @@ MAX_SEED = 2**32 - 1
 #: a negative number is refused instead of silently meaning "all".
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, MAX_SEED),
+    "split_seed": (0, MAX_SEED),
     "hidden_size": (1, MAX_HIDDEN_SIZE),
     "num_layers": (1, 16),
     "num_threads": (0, None),

@@ -48,7 +48,8 @@ def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
     n = cfg.n_train_basins if cfg.n_train_basins is not None \
         else max(1, round(cfg.train_basin_fraction * len(gauges)))
     check_train_count(cfg, len(gauges))
-    order = np.random.default_rng(cfg.seed).permutation(len(gauges))
+    seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    order = np.random.default_rng(seed).permutation(len(gauges))
     pool = [gauges[i] for i in order[:n]]
     rest = sorted(gauges[i] for i in order[n:])
     if not cfg.validation_basin_fraction:
@@ -59,7 +60,7 @@ def split_catchments(gauges: list[str], cfg: Config) -> dict[str, list[str]]:
     if k >= len(pool):
         raise ConfigError(f"validation_basin_fraction: {cfg.validation_basin_fraction} of "
                           f"{len(pool)} training catchments leaves none to train on")
-    held = np.random.default_rng([cfg.seed, 1]).permutation(len(pool))[:k]
+    held = np.random.default_rng([seed, 1]).permutation(len(pool))[:k]
     validation = sorted(pool[i] for i in held)
     return {"train": sorted(set(pool) - set(validation)), "validation": validation,
             "out_of_training": rest}
