@@ -43,11 +43,11 @@ class Session:
         before the lock, so a mistyped run id leaves nothing behind)."""
         cfg = resolve_base_run(cfg)  # a reused encoder's settings are part of the run's config
         command = command or " ".join(["hybrid", *sys.argv[1:2]])
-        if existing:
+        if existing:  # once, here: open_run need not list the store again
             require_run(cfg, run_store(cfg))
         lock = acquire(run_store(cfg), command, break_lock) if write else None
         try:
-            store = open_run(cfg, write=write, existing=existing)
+            store = open_run(cfg, write=write)
             if write:  # a read-only command leaves no trace in the run, not even in run.log
                 attach_run_log(store)
         except BaseException:
