@@ -93,3 +93,20 @@ def test_split_seed_keeps_the_split_while_seed_varies_the_weights(tiny_config, t
     assert split_catchments(GAUGES, base.replace(seed=7)) != split_catchments(GAUGES, base)
     with pytest.raises(ConfigError, match="split_seed"):
         base.replace(split_seed=-1)
+
+
+def test_the_recorded_split_keeps_its_held_out_catchments(tiny_config, tmp_path) -> None:
+    """A resumed training reads the split back from the run: the held-out catchments must come
+    back with it, or the rerun would pick its epoch on the training catchments' later years."""
+    from hybrid.data.catalog import catchment_split
+
+    cfg = tiny_config(str(tmp_path), run_id="resplit", n_train_basins=None,
+                      train_basin_fraction=1.0, validation_basin_fraction=0.25,
+                      dataset_options={"n_catchments": 4, "seed": 1,
+                                       "start_date": "1995-01-01", "end_date": "1999-12-31"})
+    store = open_run(cfg)
+    prepare(cfg, store)
+    drawn = catchment_split(store, cfg)
+    assert len(drawn["validation"]) == 1
+    again = catchment_split(store, cfg)
+    assert again == drawn and list(again) == list(drawn)  # same parts, same order

@@ -77,8 +77,10 @@ def catchment_split(store: Store, cfg: Config) -> dict[str, list[str]]:
         except (KeyError, TypeError, ValueError) as err:
             raise StoreError(f"{store.uri(layout.SPLIT)} is damaged ({err}); delete the run "
                              "folder's checkpoints to draw the split again") from None
-        # in the order it was drawn: the final checkpoint rebuilt from it has the same bytes
-        return {"train": split["train"], "out_of_training": split["out_of_training"]}
+        # in the order it was drawn (the final checkpoint rebuilt from it has the same bytes),
+        # held-out catchments included: a resumed training keeps validating on them
+        return {part: split[part] for part in ("train", "validation", "out_of_training")
+                if part in split}
     split = split_catchments(usable_catchments(store), cfg)
     store.write_json(layout.SPLIT, split)
     return split
