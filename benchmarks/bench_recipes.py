@@ -105,7 +105,7 @@ def prepared(store_url: str):
     base = load_config(REPO / "configs" / "caravan_camels_us.yml")
     # the longest window of any recipe decides the first day the store must hold
     data = {**base.to_dict(), "run_id": "recipes-data", "store": store_url,
-            "seq_length": max(r["seq_length"] for r in RECIPES.values()),
+            "seq_length": max(r.get("seq_length", base.seq_length) for r in RECIPES.values()),
             "predict_last_n": 1, "data_dir": str(require_caravan()), "derived_inputs": DERIVED}
     cfg = config_from_dict(data)
     store = open_run(cfg)
