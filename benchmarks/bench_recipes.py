@@ -106,7 +106,11 @@ def prepared(store_url: str):
     # the longest window of any recipe decides the first day the store must hold
     data = {**base.to_dict(), "run_id": "recipes-data", "store": store_url,
             "seq_length": max(r.get("seq_length", base.seq_length) for r in RECIPES.values()),
-            "predict_last_n": 1, "data_dir": str(require_caravan()), "derived_inputs": DERIVED}
+            "predict_last_n": 1, "data_dir": str(require_caravan()), "derived_inputs": DERIVED,
+            # the canonical tables keep the inputs asked for: every recipe's, derived ones too
+            "dynamic_inputs": list(dict.fromkeys(
+                x for r in [base.to_dict(), *RECIPES.values()] for x in r.get(
+                    "dynamic_inputs", base.dynamic_inputs)))}
     cfg = config_from_dict(data)
     store = open_run(cfg)
     prepare(cfg, store)
