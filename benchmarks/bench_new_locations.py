@@ -14,6 +14,16 @@ the shipped encoder's training). For a run trained with ``validation_basin_fract
 history's temporal and spatial validation NSE per epoch are printed beside each row, so the
 epoch each criterion picks can be compared with the skill it buys. Writes
 ``benchmarks/results/new_locations.md``.
+
+Trained encoders can also be compared as they are (``--models``: model folders or recipe folders
+of ``bench_recipes.py``, each holding ``checkpoints/final.pt``), and as one seed ensemble
+(``--seed-ensemble``: the same folders' final weights read as one ``EnsembleLSTM``). For an
+ensemble, two ways of feeding the forests are scored: the members' features side by side in one
+forest (what ``hybrid`` does), and one forest per member with their predictions averaged (from
+the ``--models`` runs of the same members). Each row gives the machine's busy CPU-seconds
+(``/proc/stat``), so skill can be weighed per CPU-second; run it on an otherwise idle machine.
+
+    python benchmarks/bench_new_locations.py --models A B C --seed-ensemble A B C --out nl.md
 """
 
 from __future__ import annotations
@@ -49,22 +59,71 @@ def model_folder(run, final: dict, epochs: list[int], out: Path) -> str:
     return str(out)
 
 
+def busy_cpu_seconds() -> float:
+    """CPU-seconds the whole machine has spent busy (user + nice + system + irq + softirq)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def evaluate(base: str, gauges: list[str], scratch: str, name: str) -> dict:
     from hybrid.stages import run_all
 
     cfg = scratch_config(base, gauges, scratch, {"run_id": name})
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), busy_cpu_seconds()
     outcome = run_all(cfg)
     done = outcome.summary[outcome.summary.status == "done"]
     medians = done.groupby("model")["nse"].median()
     return {"variant": name, "regional": medians.get("regional"),
             "hybrid": medians.get("hybrid"), "catchments": done.gauge_id.nunique(),
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "cpu_seconds": busy_cpu_seconds() - cpu,
+            "run": str(Path(scratch) / name)}
+
+
+def member_average(rows: list[dict], name: str) -> dict:
+    """One forest per member, predictions averaged day by day, scored on the test period."""
+    import pandas as pd
+
+    from hybrid.evaluation.metrics import nse
+
+    first = rows[0]["run"]
+    gauges = sorted(p.name for p in (Path(first) / "predictions").iterdir() if p.is_dir())
+    scores = {"regional": [], "hybrid": []}
+    for gauge in gauges:
+        frames = [pd.read_parquet(Path(r["run"]) / "predictions" / gauge / "part-0.parquet")
+                  .set_index("date") for r in rows]
+        mean = sum(f[["regional", "hybrid"]] for f in frames) / len(frames)
+        test = frames[0].observed.notna()
+        for model in scores:
+            scores[model].append(nse(frames[0].observed[test].to_numpy(),
+                                     mean[model][test].to_numpy()))
+    return {"variant": name, "regional": float(pd.Series(scores["regional"]).median()),
+            "hybrid": float(pd.Series(scores["hybrid"]).median()), "catchments": len(gauges),
+            "seconds": sum(r["seconds"] for r in rows),
+            "cpu_seconds": sum(r["cpu_seconds"] for r in rows)}
+
+
+def ensemble_folder(folders: list[str], out: Path) -> str:
+    """The final weights of several trainings (same inputs and scaler) as one ensemble."""
+    from hybrid.encoder.checkpoints import load_object, object_bytes
+    from hybrid.encoder.ensemble import combine
+    from hybrid.store import layout
+    from hybrid.store.storage import open_store
+
+    finals = [load_object(open_store(f), layout.FINAL) for f in folders]
+    obj = combine(finals, [Path(f).name for f in folders])
+    open_store(str(out)).write_bytes(layout.FINAL, object_bytes(obj))
+    return str(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="finished training run folder")
+    parser.add_argument("--run", help="finished training run folder (for --epochs/--ensemble)")
+    parser.add_argument("--models", nargs="+", default=[], help="model folders, each as it is")
+    parser.add_argument("--seed-ensemble", nargs="+", default=[],
+                        help="model folders read as one ensemble (also scored as averaged "
+                             "forests when they are among --models)")
+    parser.add_argument("--out", default="new_locations.md", help="file under results/")
     parser.add_argument("--epochs", type=_epochs, default=[], help="single epochs, e.g. 4,7,11")
     parser.add_argument("--ensemble", type=_epochs, default=[], help="epochs of one ensemble")
     parser.add_argument("--basin-file", default=str(REPO / "configs" / "finetune_basins.txt"))
@@ -76,33 +135,46 @@ def main() -> None:
     from hybrid.store.storage import open_store
 
     print(machine(), "| load average", os.getloadavg(), flush=True)
-    run = open_store(args.run)
-    final = load_object(run, layout.FINAL)
-    history = pd.DataFrame(final.get("history") or []).set_index("epoch")
     gauges = [line.strip() for line in Path(args.basin_file).read_text().splitlines()
               if line.strip() and not line.startswith("#")]
+    final, history = {}, pd.DataFrame()
+    if args.run:
+        run = open_store(args.run)
+        final = load_object(run, layout.FINAL)
+        history = pd.DataFrame(final.get("history") or []).set_index("epoch")
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
-        variants = [([e], f"epoch-{e:03d}") for e in args.epochs]
+        variants = [(model_folder(run, final, [e], Path(scratch) / "models" / f"epoch-{e:03d}"),
+                     f"epoch-{e:03d}", e) for e in args.epochs]
         if args.ensemble:
-            variants.append((args.ensemble, "ensemble-" + "-".join(map(str, args.ensemble))))
-        for epochs, name in variants:
-            base = model_folder(run, final, epochs, Path(scratch) / "models" / name)
+            name = "ensemble-" + "-".join(map(str, args.ensemble))
+            variants.append((model_folder(run, final, args.ensemble,
+                                          Path(scratch) / "models" / name), name, None))
+        variants += [(os.path.abspath(m), Path(m).name, None) for m in args.models]
+        if args.seed_ensemble:
+            name = "seed-ensemble-x" + str(len(args.seed_ensemble))
+            variants.append((ensemble_folder(args.seed_ensemble, Path(scratch) / "models" / name),
+                             name, None))
+        for base, name, epoch in variants:
             row = evaluate(base, gauges, scratch, name)
             for column in ("validation_nse", "spatial_validation_nse"):
-                if column in history and len(epochs) == 1:
-                    row[column] = history.loc[epochs[0], column]
+                if column in history and epoch is not None:
+                    row[column] = history.loc[epoch, column]
             print(row, flush=True)
             rows.append(row)
+        members = [r for r in rows if r["variant"] in {Path(m).name for m in args.seed_ensemble}]
+        if args.seed_ensemble and len(members) == len(args.seed_ensemble):
+            rows.append(member_average(members, f"forest-per-member-x{len(members)}"))
+            print(rows[-1], flush=True)
+    for row in rows:
+        row.pop("run", None)
     table = pd.DataFrame(rows)
     text = (f"{machine()}, load average {os.getloadavg()}\n\n"
-            f"`python benchmarks/bench_new_locations.py --run {args.run} "
-            f"--epochs {','.join(map(str, args.epochs))} "
-            f"--ensemble {','.join(map(str, args.ensemble))}`\n\n"
-            f"best epoch of the training: {final.get('best_epoch')}\n\n"
+            f"`python benchmarks/bench_new_locations.py {' '.join(sys.argv[1:])}`\n\n"
+            + (f"best epoch of the training: {final.get('best_epoch')}\n\n" if final else "")
             + _markdown(table.round(3)) + "\n")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "new_locations.md").write_text(text)
+    (RESULTS / args.out).write_text(text)
     print(text)
 
 
