@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=12.0, help="pre-training budget")
     parser.add_argument("--store", required=True, help="where the variants' runs go")
     parser.add_argument("--override", default="{}", help="more config changes, as JSON")
+    parser.add_argument("--full-from", help="for fraction 1.0, reuse this trained encoder (a "
+                        "model folder trained on the whole pool with the same settings) instead "
+                        "of training it again")
     args = parser.parse_args()
     import pandas as pd
 
@@ -72,6 +75,8 @@ def main() -> None:
     rows = []
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     for run_id, changes in variants(base, fractions, args.half_years).items():
+        if run_id == "fewer-basins-1" and args.full_from:
+            changes = {"base_run": os.path.abspath(args.full_from)}
         cfg = base.replace(run_id=run_id, **changes)
         outcome = run_all(cfg)
         done = outcome.summary[outcome.summary.status == "done"]
@@ -96,9 +101,7 @@ def write(table, args) -> None:
 
     RESULTS.mkdir(exist_ok=True)
     lines = [f"{machine()}, load average {os.getloadavg()}", "",
-             f"`python benchmarks/bench_fewer_data.py --minutes {args.minutes} "
-             f"--fractions {args.fractions}{' --half-years' if args.half_years else ''} "
-             f"--store {args.store}`", "",
+             f"`python benchmarks/bench_fewer_data.py {' '.join(sys.argv[1:])}`", "",
              "| variant | trained on | group | catchments | regional | hybrid |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r.variant} | {r._2} | {r.group} | {r.catchments} | {r.regional:.3f} | "
