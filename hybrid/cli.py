@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--members", nargs="+", default=[],
                         help="add the encoders of other finished runs or model folders (URLs) "
                              "as ensemble members; they must share this run's inputs and scaler")
+    export.add_argument("--reproduce", type=_text_file,
+                        help="a text file with the commands that made the "
+                        "encoder, for the model card (default: the run's own command)")
     export.add_argument("--force", action="store_true",
                         help="write into a folder that is not empty, replacing its model files")
     metrics = sub.add_parser(
@@ -87,6 +90,14 @@ def _epochs(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected epochs like 7,11,17, got {text!r}") from None
+
+
+def _text_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {err}") from None
 
 
 def _date(text: str):
@@ -140,6 +151,8 @@ def _run_stage(args: argparse.Namespace) -> int:
         from hybrid.encoder.export import export_model
 
         command = f"hybrid run --config {args.config}"
+        if args.reproduce:
+            command = args.reproduce.rstrip("\n")
         out = export_model(cfg, os.path.abspath(args.out), command, args.force, args.snapshots,
                            [m if "://" in m else os.path.abspath(m) for m in args.members])
         print(f"model: {out}")

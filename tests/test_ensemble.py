@@ -101,3 +101,34 @@ def test_a_missing_snapshot_epoch_is_one_line(tiny_config, tmp_path: Path, capsy
                  "--snapshots", "1,9"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "epoch-009.pt not found (epochs kept: 1)" in err
+
+
+def test_a_seed_ensemble_card_names_each_member_and_counts_each_training(
+        tiny_config, tmp_path: Path) -> None:
+    """Members that differ by seed share the split (``split_seed``) and so the scaler; the card
+    gives each member's epoch and both validation scores, and the cost of both trainings."""
+    runs = str(tmp_path / "runs")
+    a = tiny_config(runs, run_id="seed-a", epochs=2, patience=5, seed=1, split_seed=7,
+                    n_train_basins=None, train_basin_fraction=1.0, validation_basin_fraction=0.3)
+    b = a.replace(run_id="seed-b", seed=2)
+    assert run_all(a).exit_code == 0 and run_all(b).exit_code == 0
+    config = tmp_path / "a.yml"
+    config.write_text(a.to_yaml())
+    how = tmp_path / "how.txt"
+    how.write_text("hybrid run --config a.yml\nhybrid run --config b.yml\n")
+    out = tmp_path / "models" / "seeds"
+    assert main(["export", "--config", str(config), "--out", str(out), "--members",
+                 str(run_store(b).uri()), "--reproduce", str(how)]) == 0
+    final = torch.load(io.BytesIO((out / layout.FINAL).read_bytes()), weights_only=True)
+    assert len(final["members"]) == 2 and len(final["member_histories"]) == 2
+    card = (out / "MODEL_CARD.md").read_text()
+    members = [line for line in card.splitlines() if line.startswith("  - `")]
+    assert len(members) == 2 and all("held-out catchments" in line for line in members)
+    seconds = sum(row["seconds"] for h in final["member_histories"] for row in h)
+    assert f"{seconds / 60:.1f} minutes of training over 4 epochs" in card
+    assert "hybrid run --config b.yml" in card and "spatial validation" in card
+    # a snapshot ensemble of one training counts that training once
+    snap = tmp_path / "models" / "snap"
+    assert main(["export", "--config", str(config), "--out", str(snap),
+                 "--snapshots", "1,2"]) == 0
+    assert "over 2 epochs" in (snap / "MODEL_CARD.md").read_text()

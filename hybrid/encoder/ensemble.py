@@ -98,8 +98,16 @@ def combine(finals: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         final["members"] if "members" in final else
         [{"hparams": final["hparams"], "state_dict": final["state_dict"]}])]
     combined = {k: v for k, v in first.items() if k not in ("hparams", "state_dict")}
+    # each member's own training record: the model card gives every member's epoch and
+    # validation scores, and counts the cost of each distinct training once
+    histories = [h for final in finals for h in (
+        final["member_histories"] if "member_histories" in final else
+        [final.get("history") or []])]
     combined.update(members=members, member_names=list(names),
-                    member_best_epochs=[f.get("best_epoch", -1) for f in finals])
+                    member_best_epochs=[e for f in finals for e in (
+                        f["member_best_epochs"] if "member_best_epochs" in f else
+                        [f.get("best_epoch", -1)])],
+                    member_histories=histories)
     return combined
 
 

@@ -107,6 +107,34 @@ def _best_line(history: pd.DataFrame, best: int | None) -> str:
     return line + "."
 
 
+def _member_lines(final: dict) -> list[str]:
+    """One line per member: its name, and the epoch it contributes with both validation scores
+    there (from its own training record, when the checkpoint carries one)."""
+    names = final.get("member_names", [])
+    epochs_ = final.get("member_best_epochs", [None] * len(names))
+    histories = final.get("member_histories", [[]] * len(names))
+    lines = []
+    for name, best, history in zip(names, epochs_, histories):
+        line = f"  - `{name}`"
+        frame = pd.DataFrame(history or [])
+        if len(frame) and "epoch" in frame:
+            line += ": " + _best_line(frame, best)[2:].rstrip(".")
+        lines.append(line + ".")
+    return lines
+
+
+def _trainings(final: dict) -> pd.DataFrame:
+    """The epochs of every distinct training behind the checkpoint: snapshot members share
+    one training and are counted once, seed members each add theirs."""
+    seen, frames = set(), []
+    for history in final.get("member_histories") or [final.get("history") or []]:
+        key = repr(history)
+        if history and key not in seen:
+            seen.add(key)
+            frames.append(pd.DataFrame(history))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def _sum(history: pd.DataFrame, column: str) -> float:
     return float(history[column].sum()) if column in history else float("nan")
 
@@ -123,7 +151,7 @@ def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) 
         *_data_section(cfg, final, final["scaler"]),
         *_model_section(cfg, final, history, digest),
         *_skill_section(cfg, run.read_frame(layout.SUMMARY)),
-        *_cost_section(history, read_timings(run)),
+        *_cost_section(_trainings(final), read_timings(run)),
         *_reproduce_section(cfg, command),
         *_reuse_section(),
     ]
@@ -140,7 +168,11 @@ def _data_section(cfg: Config, final: dict, scaler: dict) -> list[str]:
         f"{', '.join(scaler['static_attributes'])}.",
         f"- Training catchments: {len(final['split']['train'])} "
         "(`training_catchments.txt`); kept out: "
-        f"{len(final['split'].get('out_of_training', []))}, drawn by seed {cfg.seed}.",
+        f"{len(final['split'].get('out_of_training', []))}, drawn by seed "
+        f"{cfg.seed if cfg.split_seed is None else cfg.split_seed}"
+        + (f"; held out of the gradient steps to pick the epoch (spatial validation): "
+           f"{len(final['split']['validation'])}" if final["split"].get("validation") else "")
+        + ".",
         f"- Periods: training {cfg.train_start_date}..{cfg.train_end_date}, validation "
         f"{cfg.validation_start_date}..{cfg.validation_end_date}, test "
         f"{cfg.test_start_date}..{cfg.test_end_date}. Normalisation statistics come from the "
@@ -155,9 +187,8 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
     best = final.get("best_epoch")
     ensemble = [f"- An ensemble of {len(members)} members (`hybrid.encoder.ensemble`): the forests "
                 f"see all {sum(m['hparams']['hidden_size'] for m in members)} features side by "
-                "side, the regional prediction is the members' mean. Members: "
-                + ", ".join(f"`{n}`" for n in final.get("member_names", [])) + "."] \
-        if members else []
+                "side, the regional prediction is the members' mean. Members:",
+                *_member_lines(final)] if members else []
     return [
         "## Model",
         "",
@@ -168,7 +199,7 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
         f"- Windows of {cfg.seq_length} days, loss (`{cfg.loss}`) on the last "
         f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
         f"precision {cfg.precision}.",
-        _best_line(history, best),
+        *([] if members else [_best_line(history, best)]),  # an ensemble: per member above
         f"- Checkpoint sha256 `{digest}`.",
         "",
     ]
