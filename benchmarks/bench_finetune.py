@@ -79,6 +79,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         store = args.keep or scratch
         cfg = scratch_config(os.path.abspath(args.run), gauges, store, overrides)
+        if args.keep:  # the kept run can be reported and exported like any other
+            config = os.path.join(args.keep, f"{cfg.run_id}.yml")
+            with open(config, "w") as f:
+                f.write(cfg.to_yaml())
+            print(f"config of the kept run: {config}")
         session = Session.open(cfg)
         try:
             prepare.run(cfg, session)

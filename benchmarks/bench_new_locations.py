@@ -124,6 +124,7 @@ def main() -> None:
                         help="model folders read as one ensemble (also scored as averaged "
                              "forests when they are among --models)")
     parser.add_argument("--out", default="new_locations.md", help="file under results/")
+    parser.add_argument("--write-ensemble", help="also keep the --seed-ensemble model folder here")
     parser.add_argument("--epochs", type=_epochs, default=[], help="single epochs, e.g. 4,7,11")
     parser.add_argument("--ensemble", type=_epochs, default=[], help="epochs of one ensemble")
     parser.add_argument("--basin-file", default=str(REPO / "configs" / "finetune_basins.txt"))
@@ -135,6 +136,8 @@ def main() -> None:
     from hybrid.store.storage import open_store
 
     print(machine(), "| load average", os.getloadavg(), flush=True)
+    if args.write_ensemble:
+        print("ensemble:", ensemble_folder(args.seed_ensemble, Path(args.write_ensemble)))
     gauges = [line.strip() for line in Path(args.basin_file).read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     final, history = {}, pd.DataFrame()
