@@ -132,3 +132,28 @@ def test_a_seed_ensemble_card_names_each_member_and_counts_each_training(
     assert main(["export", "--config", str(config), "--out", str(snap),
                  "--snapshots", "1,2"]) == 0
     assert "over 2 epochs" in (snap / "MODEL_CARD.md").read_text()
+
+
+def test_an_ensemble_is_fine_tuned_as_one_model(tiny_config, tmp_path: Path) -> None:
+    """The fine-tuned baseline of a run on an ensemble trains the whole ensemble (the mean of
+    its heads) on each catchment, and keeps it as an ensemble checkpoint."""
+    cfg = tiny_config(str(tmp_path / "runs"), run_id="ens-ft", epochs=2, patience=5)
+    assert run_all(cfg).exit_code == 0
+    config = tmp_path / "base.yml"
+    config.write_text(cfg.to_yaml())
+    out = tmp_path / "models" / "snap"
+    assert main(["export", "--config", str(config), "--out", str(out),
+                 "--snapshots", "1,2"]) == 0
+    reuse = tiny_config(str(tmp_path / "runs"), run_id="ens-ft-reuse", base_run=str(out),
+                        baselines={"finetune": True, "finetune_epochs": 1,
+                                   "finetune_max_basins": 1})
+    assert run_all(reuse).exit_code == 0
+    store = run_store(reuse)
+    summary = store.read_frame(layout.SUMMARY)
+    tuned = summary[summary.model == "finetuned"]
+    assert len(tuned) == 1 and (tuned.status == "done").all() and np.isfinite(tuned.nse).all()
+    gauge = tuned.gauge_id.iloc[0]
+    saved = torch.load(io.BytesIO(
+        store.read_bytes(f"{layout.baseline_checkpoints('finetuned', gauge)}/final.pt")),
+        weights_only=True)
+    assert len(saved["members"]) == 2 and "state_dict" not in saved

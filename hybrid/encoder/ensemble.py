@@ -86,6 +86,19 @@ def build_model(final: dict[str, Any], where: str) -> nn.Module:
     return EnsembleLSTM(members)
 
 
+def weights_entry(model: nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The weights part of a final checkpoint for ``model`` holding ``state_dict``: one LSTM's
+    hyper-parameters and weights, or each ensemble member's (a fine-tuned ensemble stays one)."""
+    if not isinstance(model, EnsembleLSTM):
+        return {"hparams": dict(model.hparams), "state_dict": state_dict}
+    members = []
+    for i, member in enumerate(model.members):
+        prefix = f"members.{i}."
+        members.append({"hparams": dict(member.hparams), "state_dict": {
+            k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}})
+    return {"members": members}
+
+
 def combine(finals: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """One ensemble checkpoint from several final checkpoints (or snapshot members made to look
     like them); refuses members that read their inputs differently."""

@@ -16,6 +16,10 @@ class RegionalLSTM(nn.Module):
                  num_layers: int = 1, output_dropout: float = 0.4,
                  initial_forget_bias: float = 3.0) -> None:
         super().__init__()
+        #: what rebuilds it (a checkpoint stores these beside the weights)
+        self.hparams = {"n_dynamic": n_dynamic, "n_static": n_static, "hidden_size": hidden_size,
+                        "num_layers": num_layers, "output_dropout": output_dropout,
+                        "initial_forget_bias": initial_forget_bias}
         self.n_dynamic, self.n_static = n_dynamic, n_static
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.lstm = nn.LSTM(n_dynamic + n_static, hidden_size, num_layers=num_layers,

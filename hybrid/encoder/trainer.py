@@ -30,6 +30,7 @@ from hybrid.data.catalog import catchment_split, load_attributes, load_catchment
 from hybrid.data.windows import CatchmentArrays, Scaler, WindowSampler
 from hybrid.encoder import checkpoints as ckpt
 from hybrid.encoder.device import pick_device
+from hybrid.encoder.ensemble import EnsembleLSTM, weights_entry
 from hybrid.encoder.losses import MaskedMSE, make_loss
 from hybrid.encoder.model import RegionalLSTM
 from hybrid.errors import HybridError
@@ -155,6 +156,8 @@ class Trainer:
 
     def _get_model(self, init: ckpt.TrainedModel | None) -> RegionalLSTM:
         torch.manual_seed(self.cfg.seed)
+        if init is not None and isinstance(init.model, EnsembleLSTM):
+            return copy.deepcopy(init.model).to(self.device)  # fine-tuned as one model
         model = RegionalLSTM.from_hparams(hparams(self.cfg, self.scaler)).to(self.device)
         if init is not None:
             model.load_state_dict(init.model.state_dict())
@@ -319,8 +322,9 @@ class Trainer:
         ckpt.refuse_non_finite(best, self.out.uri(final_key))
         self.model.load_state_dict(best)
         self.model.eval()
-        final = {"hparams": hparams(self.cfg, self.scaler), "state_dict": best,
-                 "scaler": self.scaler.to_dict(), "split": self.split,
+        weights = {"hparams": hparams(self.cfg, self.scaler), "state_dict": best} \
+            if isinstance(self.model, RegionalLSTM) else weights_entry(self.model, best)
+        final = {**weights, "scaler": self.scaler.to_dict(), "split": self.split,
                  "best_epoch": self.state.best_epoch, "history": self.state.history,
                  "config": without_secrets(self.cfg.to_dict())}  # checkpoints travel
         digest = ckpt.save_object(self.out, final_key, final)
