@@ -68,14 +68,20 @@ def test_members_with_another_scaler_are_refused() -> None:
         combine([one, other], ["a", "b"])
 
 
-def test_a_snapshot_ensemble_exports_and_is_reused(tiny_config, tmp_path: Path) -> None:
-    cfg = tiny_config(str(tmp_path / "runs"), run_id="ens-base", epochs=2, patience=5)
+def _snapshot_ensemble(tiny_config, tmp_path: Path, run_id: str):
+    """A two-epoch synthetic run and the model folder of its epochs 1 and 2 as an ensemble."""
+    cfg = tiny_config(str(tmp_path / "runs"), run_id=run_id, epochs=2, patience=5)
     assert run_all(cfg).exit_code == 0
     config = tmp_path / "base.yml"
     config.write_text(cfg.to_yaml())
     out = tmp_path / "models" / "snap"
     assert main(["export", "--config", str(config), "--out", str(out),
                  "--snapshots", "1,2"]) == 0
+    return cfg, out
+
+
+def test_a_snapshot_ensemble_exports_and_is_reused(tiny_config, tmp_path: Path) -> None:
+    cfg, out = _snapshot_ensemble(tiny_config, tmp_path, "ens-base")
     final = torch.load(io.BytesIO((out / layout.FINAL).read_bytes()), weights_only=True)
     assert len(final["members"]) == 2 and final["member_names"][1].endswith("epoch-002")
     card = (out / "MODEL_CARD.md").read_text()
@@ -137,13 +143,7 @@ def test_a_seed_ensemble_card_names_each_member_and_counts_each_training(
 def test_an_ensemble_is_fine_tuned_as_one_model(tiny_config, tmp_path: Path) -> None:
     """The fine-tuned baseline of a run on an ensemble trains the whole ensemble (the mean of
     its heads) on each catchment, and keeps it as an ensemble checkpoint."""
-    cfg = tiny_config(str(tmp_path / "runs"), run_id="ens-ft", epochs=2, patience=5)
-    assert run_all(cfg).exit_code == 0
-    config = tmp_path / "base.yml"
-    config.write_text(cfg.to_yaml())
-    out = tmp_path / "models" / "snap"
-    assert main(["export", "--config", str(config), "--out", str(out),
-                 "--snapshots", "1,2"]) == 0
+    _, out = _snapshot_ensemble(tiny_config, tmp_path, "ens-ft")
     reuse = tiny_config(str(tmp_path / "runs"), run_id="ens-ft-reuse", base_run=str(out),
                         baselines={"finetune": True, "finetune_epochs": 1,
                                    "finetune_max_basins": 1})
