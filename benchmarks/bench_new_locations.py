@@ -20,8 +20,9 @@ of ``bench_recipes.py``, each holding ``checkpoints/final.pt``), and as one seed
 (``--seed-ensemble``: the same folders' final weights read as one ``EnsembleLSTM``). For an
 ensemble, two ways of feeding the forests are scored: the members' features side by side in one
 forest (what ``hybrid`` does), and one forest per member with their predictions averaged (from
-the ``--models`` runs of the same members). Each row gives the machine's busy CPU-seconds
-(``/proc/stat``), so skill can be weighed per CPU-second; run it on an otherwise idle machine.
+the ``--models`` runs of the same members). Each variant runs in this process (executor
+``local``), and its row gives the process's CPU-seconds, so skill can be weighed per CPU-second
+even while other jobs share the machine.
 
     python benchmarks/bench_new_locations.py --models A B C --seed-ensemble A B C --out nl.md
 """
@@ -59,24 +60,20 @@ def model_folder(run, final: dict, epochs: list[int], out: Path) -> str:
     return str(out)
 
 
-def busy_cpu_seconds() -> float:
-    """CPU-seconds the whole machine has spent busy (user + nice + system + irq + softirq)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def evaluate(base: str, gauges: list[str], scratch: str, name: str) -> dict:
     from hybrid.stages import run_all
 
-    cfg = scratch_config(base, gauges, scratch, {"run_id": name})
-    started, cpu = time.perf_counter(), busy_cpu_seconds()
+    # in this process (no Ray workers), so its CPU time is the variant's whole cost even when
+    # other jobs share the machine
+    cfg = scratch_config(base, gauges, scratch, {"run_id": name,
+                                                 "resources": {"executor": "local"}})
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = run_all(cfg)
     done = outcome.summary[outcome.summary.status == "done"]
     medians = done.groupby("model")["nse"].median()
     return {"variant": name, "regional": medians.get("regional"),
             "hybrid": medians.get("hybrid"), "catchments": done.gauge_id.nunique(),
-            "seconds": time.perf_counter() - started, "cpu_seconds": busy_cpu_seconds() - cpu,
+            "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
             "run": str(Path(scratch) / name)}
 
 
