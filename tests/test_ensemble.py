@@ -95,6 +95,13 @@ def test_a_snapshot_ensemble_exports_and_is_reused(tiny_config, tmp_path: Path) 
     assert len(hidden) == 2 * cfg.hidden_size  # both members' features reach the forests
     summary = store.read_frame(layout.SUMMARY)
     assert (summary.status == "done").all()
+    # hybrid predict serves the ensemble like any encoder
+    import datetime as dt
+
+    from hybrid.stages import predict
+
+    served = predict.run(reuse, dt.date(1999, 1, 1), dt.date(1999, 6, 30)).summary
+    assert set(served.model) == {"regional", "hybrid"} and np.isfinite(served.nse).all()
 
 
 def test_a_missing_snapshot_epoch_is_one_line(tiny_config, tmp_path: Path, capsys) -> None:
