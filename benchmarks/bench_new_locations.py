@@ -25,6 +25,7 @@ the ``--models`` runs of the same members). Each variant runs in this process (e
 even while other jobs share the machine.
 
     python benchmarks/bench_new_locations.py --models A B C --seed-ensemble A B C --out nl.md
+    python benchmarks/bench_new_locations.py --models A@3 B@3 --seed-ensemble A@3 B@3
 """
 
 from __future__ import annotations
@@ -100,15 +101,32 @@ def member_average(rows: list[dict], name: str) -> dict:
             "cpu_seconds": sum(r["cpu_seconds"] for r in rows)}
 
 
-def ensemble_folder(folders: list[str], out: Path) -> str:
-    """The final weights of several trainings (same inputs and scaler) as one ensemble."""
-    from hybrid.encoder.checkpoints import load_object, object_bytes
+def member(spec: str) -> tuple[dict, str]:
+    """(checkpoint, name) of ``FOLDER`` (its final weights) or ``FOLDER@E`` (its epoch E)."""
+    from hybrid.encoder.checkpoints import load_object
+    from hybrid.encoder.ensemble import snapshot
+    from hybrid.store import layout
+    from hybrid.store.storage import open_store
+
+    folder, _, epoch = spec.partition("@")
+    store = open_store(os.path.abspath(folder))
+    final = load_object(store, layout.FINAL)
+    name = Path(folder).name
+    if not epoch:
+        return final, name
+    return snapshot(final, load_object(store, layout.epoch_key(int(epoch))), int(epoch)), \
+        f"{name}@epoch-{int(epoch):03d}"
+
+
+def ensemble_folder(specs: list[str], out: Path) -> str:
+    """Several trainings (same inputs and scaler) as one ensemble; ``FOLDER@E`` takes epoch E."""
+    from hybrid.encoder.checkpoints import object_bytes
     from hybrid.encoder.ensemble import combine
     from hybrid.store import layout
     from hybrid.store.storage import open_store
 
-    finals = [load_object(open_store(f), layout.FINAL) for f in folders]
-    obj = combine(finals, [Path(f).name for f in folders])
+    finals, names = zip(*(member(s) for s in specs))
+    obj = finals[0] if len(finals) == 1 else combine(list(finals), list(names))
     open_store(str(out)).write_bytes(layout.FINAL, object_bytes(obj))
     return str(out)
 
@@ -116,7 +134,8 @@ def ensemble_folder(folders: list[str], out: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="finished training run folder (for --epochs/--ensemble)")
-    parser.add_argument("--models", nargs="+", default=[], help="model folders, each as it is")
+    parser.add_argument("--models", nargs="+", default=[],
+                        help="model folders, each as it is; FOLDER@E: that training's epoch E")
     parser.add_argument("--seed-ensemble", nargs="+", default=[],
                         help="model folders read as one ensemble (also scored as averaged "
                              "forests when they are among --models)")
@@ -150,7 +169,9 @@ def main() -> None:
             name = "ensemble-" + "-".join(map(str, args.ensemble))
             variants.append((model_folder(run, final, args.ensemble,
                                           Path(scratch) / "models" / name), name, None))
-        variants += [(os.path.abspath(m), Path(m).name, None) for m in args.models]
+        variants += [(ensemble_folder([m], Path(scratch) / "models" / member(m)[1]),
+                      member(m)[1], None) if "@" in m else (os.path.abspath(m), Path(m).name, None)
+                     for m in args.models]
         if args.seed_ensemble:
             name = "seed-ensemble-x" + str(len(args.seed_ensemble))
             variants.append((ensemble_folder(args.seed_ensemble, Path(scratch) / "models" / name),
@@ -162,7 +183,7 @@ def main() -> None:
                     row[column] = history.loc[epoch, column]
             print(row, flush=True)
             rows.append(row)
-        members = [r for r in rows if r["variant"] in {Path(m).name for m in args.seed_ensemble}]
+        members = [r for r in rows if r["variant"] in {member(m)[1] for m in args.seed_ensemble}]
         if args.seed_ensemble and len(members) == len(args.seed_ensemble):
             rows.append(member_average(members, f"forest-per-member-x{len(members)}"))
             print(rows[-1], flush=True)

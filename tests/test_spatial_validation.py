@@ -110,3 +110,33 @@ def test_the_recorded_split_keeps_its_held_out_catchments(tiny_config, tmp_path)
     assert len(drawn["validation"]) == 1
     again = catchment_split(store, cfg)
     assert again == drawn and list(again) == list(drawn)  # same parts, same order
+
+
+def test_the_median_held_out_nse_can_pick_the_epoch(tiny_config, tmp_path: Path) -> None:
+    """``stopping_metric: median_nse`` keeps the epoch with the highest median NSE of the
+    held-out catchments where their mean loss would keep another. The validation scores are
+    scripted (a real tiny run's two criteria agree), the training is real."""
+    scores = [(0.30, 0.20), (0.25, 0.10), (0.28, 0.30)]  # (loss, median NSE) per epoch
+    picked = {}
+    for metric in ("loss", "median_nse"):
+        cfg = tiny_config(str(tmp_path), run_id=f"by-{metric}", n_train_basins=None, epochs=3,
+                          patience=10, train_basin_fraction=1.0, validation_basin_fraction=0.5,
+                          stopping_metric=metric,
+                          dataset_options={"n_catchments": 4, "seed": 1, "start_date":
+                                           "1995-01-01", "end_date": "1999-12-31"})
+        store = open_run(cfg)
+        prepare(cfg, store)
+        split = split_catchments(sorted(layout_gauges(store)), cfg)
+        trainer = Trainer(store, store, cfg, split, device="cpu", quiet=True)
+        script = iter(scores)
+
+        def scripted(script=script):
+            loss, median = next(script)
+            return {"validation_loss": 0.5, "validation_nse": 0.0,
+                    "spatial_validation_loss": loss, "spatial_validation_nse": median}
+
+        trainer.validate = scripted
+        picked[metric] = trainer.train().best_epoch
+    assert picked == {"loss": 2, "median_nse": 3}
+    with pytest.raises(ConfigError, match="stopping_metric"):
+        tiny_config(str(tmp_path), stopping_metric="mean_nse")

@@ -172,6 +172,10 @@ class Config:
     clip_gradient_norm: float = 1.0
     #: epochs without validation improvement before stopping
     patience: int = 5
+    #: what picks the best epoch (and stops training): the validation loss, or the median
+    #: validation NSE over catchments (the number skill targets are stated in; a mean loss can
+    #: be led by a few catchments, which matters when few are held out)
+    stopping_metric: Literal["loss", "median_nse"] = "loss"
     #: the learning rate is halved after this many epochs without improvement
     lr_patience: int = 2
     #: samples drawn (without replacement) per epoch; None: all of them

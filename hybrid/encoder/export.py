@@ -92,12 +92,15 @@ def _at_best(history: pd.DataFrame, best: int | None, column: str = "validation_
     return float(row[column].iloc[0]) if len(row) and column in row else float("nan")
 
 
-def _best_line(history: pd.DataFrame, best: int | None) -> str:
+def _best_line(history: pd.DataFrame, best: int | None, metric: str | None = "loss") -> str:
     """The epoch used and both validation scores there: the training catchments' validation
-    years, and (with ``validation_basin_fraction``) the held-out catchments that picked it."""
+    years, and (with ``validation_basin_fraction``) the held-out catchments; ``metric`` says
+    what picked it (``stopping_metric``; None: chosen outside training, e.g. a snapshot)."""
     spatial = "spatial_validation_nse" in history
-    line = (f"- Best epoch {best} of {len(history)} (the lowest validation loss of the "
-            + ("catchments held out of training" if spatial else "training catchments") + ")")
+    whose = "catchments held out of training" if spatial else "training catchments"
+    why = {"loss": f" (the lowest validation loss of the {whose})",
+           "median_nse": f" (the highest median validation NSE of the {whose})"}.get(metric, "")
+    line = f"- {'Best epoch' if why else 'Epoch'} {best} of {len(history)}{why}"
     if "validation_nse" in history and len(history):
         line += f"; median validation NSE there {_at_best(history, best):.3f}"
         if spatial:
@@ -118,7 +121,7 @@ def _member_lines(final: dict) -> list[str]:
         line = f"  - `{name}`"
         frame = pd.DataFrame(history or [])
         if len(frame) and "epoch" in frame:
-            line += ": " + _best_line(frame, best)[2:].rstrip(".")
+            line += ": " + _best_line(frame, best, None)[2:].rstrip(".")
         lines.append(line + ".")
     return lines
 
@@ -199,7 +202,8 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
         f"- Windows of {cfg.seq_length} days, loss (`{cfg.loss}`) on the last "
         f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
         f"precision {cfg.precision}.",
-        *([] if members else [_best_line(history, best)]),  # an ensemble: per member above
+        # an ensemble: per member above
+        *([] if members else [_best_line(history, best, cfg.stopping_metric)]),
         f"- Checkpoint sha256 `{digest}`.",
         "",
     ]

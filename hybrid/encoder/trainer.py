@@ -193,7 +193,7 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = TrainState.from_dict(saved["state"])
         self.say(f"pretrain: resuming after epoch {epoch} (best epoch {self.state.best_epoch}, "
-                 f"validation loss {self.state.best_loss:.4f})")
+                 f"{self.best_text()})")
         return True
 
     def train_epoch(self, epoch: int) -> dict:
@@ -272,9 +272,19 @@ class Trainer:
 
     @property
     def stopping_key(self) -> str:
-        """The validation loss that picks the best epoch and stops training."""
-        return "spatial_validation_loss" if self.spatial_windows is not None \
-            else "validation_loss"
+        """The validation score that picks the best epoch and stops training."""
+        prefix = "spatial_" if self.spatial_windows is not None else ""
+        return f"{prefix}validation_{'nse' if self.cfg.stopping_metric == 'median_nse' else 'loss'}"
+
+    def best_text(self) -> str:
+        if self.cfg.stopping_metric == "median_nse":
+            return f"{self.stopping_key.replace('_', ' ')} {-self.state.best_loss:.4f}"
+        return f"validation loss {self.state.best_loss:.4f}"
+
+    def monitored(self, row: dict) -> float:
+        """The number training minimises: the validation loss, or minus the median NSE."""
+        value = row[self.stopping_key]
+        return -value if self.cfg.stopping_metric == "median_nse" else value
 
     def _evaluate(self, windows: WindowSampler | None, indices: np.ndarray, loss_fn: MaskedMSE
                   ) -> tuple[float, float]:
@@ -346,7 +356,7 @@ class Trainer:
         reason = self.stop_reason() if resumed else None
         if self.fine_tuning and not resumed:
             # fine-tuning must beat where it starts: the unchanged model is "epoch 0"
-            start = self.validate()[self.stopping_key]
+            start = self.monitored(self.validate())
             if np.isfinite(start):
                 self.state.best_loss, self.state.best_epoch = start, 0
                 self.state.best_state = copy.deepcopy(self.model.state_dict())
@@ -354,7 +364,7 @@ class Trainer:
             epoch = self.state.epoch + 1
             row = self.train_epoch(epoch)
             row.update(self.validate())
-            loss = row[self.stopping_key]
+            loss = self.monitored(row)
             if not np.isfinite(loss):
                 loss = row["train_loss"]  # no validation window: fall back, and say so below
             self.scheduler.step(loss)
@@ -377,8 +387,8 @@ class Trainer:
             reason = self.stop_reason(out_of_time)
         self.say(f"pretrain: {reason}")
         trained = self.finish(final_key)
-        self.say(f"pretrain: best epoch {self.state.best_epoch} (validation loss "
-                 f"{self.state.best_loss:.4f}); checkpoint at {self.out.uri(final_key)}")
+        self.say(f"pretrain: best epoch {self.state.best_epoch} ({self.best_text()}); "
+                 f"checkpoint at {self.out.uri(final_key)}")
         return trained
 
 
