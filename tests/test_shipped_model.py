@@ -21,8 +21,10 @@ from hybrid.store import layout
 from hybrid.store.runs import run_store
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "camels-us-s2s-h128"
 CONFIG = REPO / "configs" / "finetune_caravan.yml"
+#: the encoder the fine-tuning config ships with, and every model folder kept in the repository
+MODEL = (CONFIG.parent / yaml.safe_load(CONFIG.read_text())["base_run"]).resolve()
+FOLDERS = sorted(p for p in (REPO / "models").iterdir() if p.is_dir())
 #: two catchments of the encoder's training set and two it never saw; periods shortened so the
 #: test takes seconds (the encoder streams over each whole record either way)
 IN_TRAINING = ["camels_01022500", "camels_02479155"]
@@ -31,19 +33,29 @@ SHORT = {"train_start_date": "1995-10-01", "train_end_date": "2001-09-30",
          "test_start_date": "2003-10-01", "test_end_date": "2007-09-30"}
 
 
-def test_the_model_folder_is_small_loads_without_pickle_and_says_what_it_is() -> None:
-    files = [f for f in MODEL.rglob("*") if f.is_file()]
+@pytest.mark.parametrize("model", FOLDERS, ids=[p.name for p in FOLDERS])
+def test_the_model_folder_is_small_loads_without_pickle_and_says_what_it_is(model) -> None:
+    files = [f for f in model.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) <= 5 * 2**20
-    final = torch.load(MODEL / "checkpoints" / "final.pt", weights_only=True,
+    final = torch.load(model / "checkpoints" / "final.pt", weights_only=True,
                        map_location="cpu")
-    config = yaml.safe_load((MODEL / "config.yml").read_text())
-    assert final["state_dict"]["lstm.weight_hh_l0"].shape[1] == config["hidden_size"] == 128
-    train = (MODEL / "training_catchments.txt").read_text().split()
-    assert train == final["split"]["train"] and len(train) == 371
+    config = yaml.safe_load((model / "config.yml").read_text())
+    members = final.get("members") or [final]  # a single encoder or an ensemble's members
+    for member in members:
+        assert member["state_dict"]["lstm.weight_hh_l0"].shape[1] == config["hidden_size"]
+    train = (model / "training_catchments.txt").read_text().split()
+    held_out = final["split"].get("validation", [])  # spatial validation's catchments
+    assert train == final["split"]["train"] and len(train) + len(held_out) == 371
     assert set(IN_TRAINING) <= set(train)
-    card = (MODEL / "MODEL_CARD.md").read_text()
+    card = (model / "MODEL_CARD.md").read_text()
     for needed in ("hybrid export", "out of training (new locations)", "minutes of training"):
         assert needed in card
+    if len(members) > 1:
+        assert f"An ensemble of {len(members)} members" in card
+
+
+def test_the_fine_tuning_config_ships_a_kept_model() -> None:
+    assert MODEL in FOLDERS
 
 
 def _config(caravan_dir: Path, store: Path, gauges: list[str], **changes):
