@@ -115,7 +115,7 @@ def member(spec: str) -> tuple[dict, str]:
     if not epoch:
         return final, name
     return snapshot(final, load_object(store, layout.epoch_key(int(epoch))), int(epoch)), \
-        f"{name}@epoch-{int(epoch):03d}"
+        f"{name}.epoch-{int(epoch):03d}"
 
 
 def ensemble_folder(specs: list[str], out: Path) -> str:
