@@ -74,9 +74,11 @@ def main() -> None:
     same = sorted(complete[complete == len(MODELS)].index)
     done = done[done.gauge_id.isin(same)]
     final, _ = read_base(cfg)
-    history = final.get("history") or []
-    pretrain_cpu = sum(h.get("cpu_seconds", 2 * h["seconds"]) for h in history)
-    trained_for = len(final["split"]["train"]) + len(final["split"]["out_of_training"])
+    # an ensemble's pre-training is every member's training (snapshots of one training once)
+    histories = {repr(h): h for h in final.get("member_histories") or [final.get("history")]}
+    pretrain_cpu = sum(h.get("cpu_seconds", 2 * h["seconds"])
+                       for history in histories.values() for h in history or [])
+    trained_for = sum(len(part) for part in final["split"].values())  # the 421, held-out too
     share = pretrain_cpu / trained_for
     timings = read_timings(store)
     encode_cpu = 2 * timings.get("encode", {}).get("seconds", 0) / max(1, len(gauges))
