@@ -31,6 +31,7 @@ even while other jobs share the machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -61,13 +62,16 @@ def model_folder(run, final: dict, epochs: list[int], out: Path) -> str:
     return str(out)
 
 
-def evaluate(base: str, gauges: list[str], scratch: str, name: str) -> dict:
+def evaluate(base: str, gauges: list[str], scratch: str, name: str,
+             decoder: dict | None = None) -> dict:
     from hybrid.stages import run_all
 
     # in this process (no Ray workers), so its CPU time is the variant's whole cost even when
     # other jobs share the machine
     cfg = scratch_config(base, gauges, scratch, {"run_id": name,
-                                                 "resources": {"executor": "local"}})
+                                                 "resources": {"executor": "local"},
+                                                 **({"decoder": {"params": decoder}}
+                                                    if decoder else {})})
     started, cpu = time.perf_counter(), time.process_time()
     outcome = run_all(cfg)
     done = outcome.summary[outcome.summary.status == "done"]
@@ -140,6 +144,8 @@ def main() -> None:
                         help="model folders read as one ensemble (also scored as averaged "
                              "forests when they are among --models)")
     parser.add_argument("--out", default="new_locations.md", help="file under results/")
+    parser.add_argument("--decoder", default="{}",
+                        help="decoder params for every variant, as JSON (default: the project's)")
     parser.add_argument("--write-ensemble", help="also keep the --seed-ensemble model folder here")
     parser.add_argument("--epochs", type=_epochs, default=[], help="single epochs, e.g. 4,7,11")
     parser.add_argument("--ensemble", type=_epochs, default=[], help="epochs of one ensemble")
@@ -177,7 +183,7 @@ def main() -> None:
             variants.append((ensemble_folder(args.seed_ensemble, Path(scratch) / "models" / name),
                              name, None))
         for base, name, epoch in variants:
-            row = evaluate(base, gauges, scratch, name)
+            row = evaluate(base, gauges, scratch, name, json.loads(args.decoder))
             for column in ("validation_nse", "spatial_validation_nse"):
                 if column in history and epoch is not None:
                     row[column] = history.loc[epoch, column]
