@@ -86,6 +86,21 @@ def test_the_model_card_gives_both_validation_scores() -> None:
     assert "training catchments" in plain and "0.520" in plain and "held-out" not in plain
 
 
+def test_the_model_card_says_what_the_epoch_in_use_was_best_at() -> None:
+    """Read from the history, not the config: an epoch exported after training (a snapshot)
+    is described by what it is best at, or by nothing."""
+    from hybrid.encoder.export import _best_line
+
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "validation_loss": [.4, .3, .3, .3],
+                            "validation_nse": [.3, .4, .5, .5],
+                            "spatial_validation_loss": [.33, .34, .32, .31],
+                            "spatial_validation_nse": [.31, .32, .37, .34]})
+    assert "(the lowest validation loss of the catchments held out" in _best_line(history, 4)
+    assert "(the highest median validation NSE of the catchments held out" in \
+        _best_line(history, 3)
+    assert _best_line(history, 2).startswith("- Epoch 2 of 4;")
+
+
 def test_split_seed_keeps_the_split_while_seed_varies_the_weights(tiny_config, tmp_path) -> None:
     base = tiny_config(str(tmp_path), n_train_basins=30, validation_basin_fraction=0.2)
     member = base.replace(seed=7, split_seed=base.seed)

@@ -92,14 +92,29 @@ def _at_best(history: pd.DataFrame, best: int | None, column: str = "validation_
     return float(row[column].iloc[0]) if len(row) and column in row else float("nan")
 
 
-def _best_line(history: pd.DataFrame, best: int | None, metric: str | None = "loss") -> str:
-    """The epoch used and both validation scores there: the training catchments' validation
-    years, and (with ``validation_basin_fraction``) the held-out catchments; ``metric`` says
-    what picked it (``stopping_metric``; None: chosen outside training, e.g. a snapshot)."""
+def _picked_by(history: pd.DataFrame, best: int | None) -> str:
+    """What the epoch in use is best at, read from the history itself (not from the config:
+    a snapshot or an exported epoch may have been chosen after training)."""
     spatial = "spatial_validation_nse" in history
-    whose = "catchments held out of training" if spatial else "training catchments"
-    why = {"loss": f" (the lowest validation loss of the {whose})",
-           "median_nse": f" (the highest median validation NSE of the {whose})"}.get(metric, "")
+    prefix, whose = ("spatial_", "catchments held out of training") if spatial \
+        else ("", "training catchments")
+    for key, lowest, what in (("validation_loss", True, "lowest validation loss"),
+                              ("validation_nse", False, "highest median validation NSE")):
+        column = history.get(prefix + key)
+        if column is None or not column.notna().any():
+            continue
+        pick = column.idxmin() if lowest else column.idxmax()
+        if history.loc[pick, "epoch"] == best:
+            return f" (the {what} of the {whose})"
+    return ""
+
+
+def _best_line(history: pd.DataFrame, best: int | None) -> str:
+    """The epoch used and both validation scores there: the training catchments' validation
+    years, and (with ``validation_basin_fraction``) the held-out catchments; and what it was
+    best at, when it was best at something."""
+    spatial = "spatial_validation_nse" in history
+    why = _picked_by(history, best) if len(history) else ""
     line = f"- {'Best epoch' if why else 'Epoch'} {best} of {len(history)}{why}"
     if "validation_nse" in history and len(history):
         line += f"; median validation NSE there {_at_best(history, best):.3f}"
@@ -121,7 +136,7 @@ def _member_lines(final: dict) -> list[str]:
         line = f"  - `{name}`"
         frame = pd.DataFrame(history or [])
         if len(frame) and "epoch" in frame:
-            line += ": " + _best_line(frame, best, None)[2:].rstrip(".")
+            line += ": " + _best_line(frame, best)[2:].rstrip(".")
         lines.append(line + ".")
     return lines
 
@@ -203,7 +218,7 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
         f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
         f"precision {cfg.precision}.",
         # an ensemble: per member above
-        *([] if members else [_best_line(history, best, cfg.stopping_metric)]),
+        *([] if members else [_best_line(history, best)]),
         f"- Checkpoint sha256 `{digest}`.",
         "",
     ]
