@@ -67,7 +67,8 @@ def export_model(cfg: Config, out_url: str, command: str = "", force: bool = Fal
     out.write_text(layout.CONFIG, yaml.safe_dump(model_config, sort_keys=False))
     train = final["split"]["train"]
     out.write_text("training_catchments.txt", "\n".join(train) + "\n")
-    out.write_text("MODEL_CARD.md", model_card(run, cfg, final, sha256(data), command))
+    name = out_url.rstrip("/").rsplit("/", 1)[-1]
+    out.write_text("MODEL_CARD.md", model_card(run, cfg, final, sha256(data), command, name))
     return out.uri()
 
 
@@ -157,10 +158,11 @@ def _sum(history: pd.DataFrame, column: str) -> float:
     return float(history[column].sum()) if column in history else float("nan")
 
 
-def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str) -> str:
+def model_card(run: Store, cfg: Config, final: dict, digest: str, command: str,
+               name: str = "") -> str:
     history = pd.DataFrame(final.get("history") or [])
     lines = [
-        f"# Model card: `{cfg.run_id}`",
+        f"# Model card: `{name or cfg.run_id}` (from run `{cfg.run_id}`)",
         "",
         "A regional LSTM encoder for the hybrid LSTM–random-forest method, to reuse with "
         "`base_run:` pointing at this folder. Written by `hybrid export` from the run's own "
