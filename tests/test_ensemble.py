@@ -164,3 +164,19 @@ def test_an_ensemble_is_fine_tuned_as_one_model(tiny_config, tmp_path: Path) -> 
         store.read_bytes(f"{layout.baseline_checkpoints('finetuned', gauge)}/final.pt")),
         weights_only=True)
     assert len(saved["members"]) == 2 and "state_dict" not in saved
+
+
+def test_a_card_exported_from_a_reusing_run_describes_how_the_encoder_was_trained(
+        tiny_config, tmp_path: Path) -> None:
+    """A run with ``base_run`` trained nothing: its card takes the training settings from the
+    encoder's checkpoint, not from the reusing run's config."""
+    cfg, out = _snapshot_ensemble(tiny_config, tmp_path, "ens-card")
+    reuse = tiny_config(str(tmp_path / "runs"), run_id="reuse-card", base_run=str(out),
+                        learning_rate=0.0123)
+    assert run_all(reuse).exit_code == 0
+    config = tmp_path / "reuse.yml"
+    config.write_text(reuse.to_yaml())
+    card_dir = tmp_path / "models" / "again"
+    assert main(["export", "--config", str(config), "--out", str(card_dir)]) == 0
+    card = (card_dir / "MODEL_CARD.md").read_text()
+    assert f"Adam at {cfg.learning_rate}" in card and "0.0123" not in card

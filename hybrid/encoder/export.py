@@ -205,6 +205,9 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
     members = final.get("members")
     hp = members[0]["hparams"] if members else final["hparams"]
     best = final.get("best_epoch")
+    # how the encoder was trained travels in its checkpoint; a run that reused it (base_run)
+    # did not train it, and its own config holds defaults for these keys
+    tc = {**cfg.to_dict(), **(final.get("config") or {})}
     ensemble = [f"- An ensemble of {len(members)} members (`hybrid.encoder.ensemble`): the forests "
                 f"see all {sum(m['hparams']['hidden_size'] for m in members)} features side by "
                 "side, the regional prediction is the members' mean. Members:",
@@ -216,9 +219,9 @@ def _model_section(cfg: Config, final: dict, history: pd.DataFrame, digest: str)
         f"- LSTM, hidden size {hp['hidden_size']}, {hp['num_layers']} layer(s), dropout "
         f"{hp['output_dropout']} before a linear head, forget-gate bias "
         f"{hp['initial_forget_bias']}.",
-        f"- Windows of {cfg.seq_length} days, loss (`{cfg.loss}`) on the last "
-        f"{cfg.predict_last_n}; batch {cfg.batch_size}, Adam at {cfg.learning_rate}, "
-        f"precision {cfg.precision}.",
+        f"- Windows of {tc['seq_length']} days, loss (`{tc['loss']}`) on the last "
+        f"{tc['predict_last_n']}; batch {tc['batch_size']}, Adam at {tc['learning_rate']}, "
+        f"precision {tc['precision']}.",
         # an ensemble: per member above
         *([] if members else [_best_line(history, best)]),
         f"- Checkpoint sha256 `{digest}`.",
