@@ -172,7 +172,7 @@ def test_a_card_exported_from_a_reusing_run_describes_how_the_encoder_was_traine
     encoder's checkpoint, not from the reusing run's config."""
     cfg, out = _snapshot_ensemble(tiny_config, tmp_path, "ens-card")
     reuse = tiny_config(str(tmp_path / "runs"), run_id="reuse-card", base_run=str(out),
-                        learning_rate=0.0123)
+                        learning_rate=0.0123, hidden_size=cfg.hidden_size * 2)
     assert run_all(reuse).exit_code == 0
     config = tmp_path / "reuse.yml"
     config.write_text(reuse.to_yaml())
@@ -180,3 +180,7 @@ def test_a_card_exported_from_a_reusing_run_describes_how_the_encoder_was_traine
     assert main(["export", "--config", str(config), "--out", str(card_dir)]) == 0
     card = (card_dir / "MODEL_CARD.md").read_text()
     assert f"Adam at {cfg.learning_rate}" in card and "0.0123" not in card
+    import yaml
+
+    assert yaml.safe_load((card_dir / "config.yml").read_text())["hidden_size"] == \
+        cfg.hidden_size

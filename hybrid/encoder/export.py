@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from hybrid.config import Config
+from hybrid.encoder.base_run import MODEL_KEYS
 from hybrid.encoder.checkpoints import (
     epochs,
     load_object,
@@ -63,6 +64,9 @@ def export_model(cfg: Config, out_url: str, command: str = "", force: bool = Fal
         refuse_non_finite(weights, run.uri(layout.FINAL))
     out.write_bytes(layout.FINAL, data)
     model_config = {k: v for k, v in without_secrets(cfg.to_dict()).items() if k not in _LOCAL}
+    # the model's own settings as it was trained (a run that reused it may not repeat them)
+    trained = final.get("config") or {}
+    model_config.update({k: trained[k] for k in MODEL_KEYS if k in trained})
     model_config["run_id"] = cfg.run_id
     out.write_text(layout.CONFIG, yaml.safe_dump(model_config, sort_keys=False))
     train = final["split"]["train"]
