@@ -42,13 +42,21 @@ def test_a_fraction_that_leaves_nothing_to_train_on_is_refused(tiny_config, tmp_
         split_catchments(GAUGES[:4], cfg)
 
 
-def test_spatial_validation_never_trains_on_its_catchments(tiny_config, tmp_path: Path) -> None:
-    cfg = tiny_config(str(tmp_path), run_id="spatial", n_train_basins=None,
-                      train_basin_fraction=1.0, validation_basin_fraction=0.25,
+def _prepared(tiny_config, tmp_path: Path, run_id: str, **keys):
+    """(config, store) of a prepared four-catchment synthetic run whose whole pool is training
+    catchments, a share of them held out (``validation_basin_fraction`` in ``keys``)."""
+    cfg = tiny_config(str(tmp_path), run_id=run_id, n_train_basins=None,
+                      train_basin_fraction=1.0,
                       dataset_options={"n_catchments": 4, "seed": 1,
-                                       "start_date": "1995-01-01", "end_date": "1999-12-31"})
+                                       "start_date": "1995-01-01", "end_date": "1999-12-31"},
+                      **keys)
     store = open_run(cfg)
     prepare(cfg, store)
+    return cfg, store
+
+
+def test_spatial_validation_never_trains_on_its_catchments(tiny_config, tmp_path: Path) -> None:
+    cfg, store = _prepared(tiny_config, tmp_path, "spatial", validation_basin_fraction=0.25)
     split = split_catchments(sorted(layout_gauges(store)), cfg)
     assert len(split["validation"]) == 1 and len(split["train"]) == 3
     trainer = Trainer(store, store, cfg, split, device="cpu", quiet=True)
@@ -115,12 +123,7 @@ def test_the_recorded_split_keeps_its_held_out_catchments(tiny_config, tmp_path)
     back with it, or the rerun would pick its epoch on the training catchments' later years."""
     from hybrid.data.catalog import catchment_split
 
-    cfg = tiny_config(str(tmp_path), run_id="resplit", n_train_basins=None,
-                      train_basin_fraction=1.0, validation_basin_fraction=0.25,
-                      dataset_options={"n_catchments": 4, "seed": 1,
-                                       "start_date": "1995-01-01", "end_date": "1999-12-31"})
-    store = open_run(cfg)
-    prepare(cfg, store)
+    cfg, store = _prepared(tiny_config, tmp_path, "resplit", validation_basin_fraction=0.25)
     drawn = catchment_split(store, cfg)
     assert len(drawn["validation"]) == 1
     again = catchment_split(store, cfg)
@@ -134,13 +137,8 @@ def test_the_median_held_out_nse_can_pick_the_epoch(tiny_config, tmp_path: Path)
     scores = [(0.30, 0.20), (0.25, 0.10), (0.28, 0.30)]  # (loss, median NSE) per epoch
     picked = {}
     for metric in ("loss", "median_nse"):
-        cfg = tiny_config(str(tmp_path), run_id=f"by-{metric}", n_train_basins=None, epochs=3,
-                          patience=10, train_basin_fraction=1.0, validation_basin_fraction=0.5,
-                          stopping_metric=metric,
-                          dataset_options={"n_catchments": 4, "seed": 1, "start_date":
-                                           "1995-01-01", "end_date": "1999-12-31"})
-        store = open_run(cfg)
-        prepare(cfg, store)
+        cfg, store = _prepared(tiny_config, tmp_path, f"by-{metric}", epochs=3, patience=10,
+                               validation_basin_fraction=0.5, stopping_metric=metric)
         split = split_catchments(sorted(layout_gauges(store)), cfg)
         trainer = Trainer(store, store, cfg, split, device="cpu", quiet=True)
         script = iter(scores)
