@@ -60,6 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     from benchmarks.bench_finetune import scratch_config
     from hybrid.encoder.base_run import read_base
+    from hybrid.encoder.ensemble import trainings
     from hybrid.stages import run_all
     from hybrid.store import layout
     from hybrid.store.runs import read_timings, run_store
@@ -79,9 +80,8 @@ def main() -> None:
     done = done[done.gauge_id.isin(same)]
     final, _ = read_base(cfg)
     # an ensemble's pre-training is every member's training (snapshots of one training once)
-    histories = {repr(h): h for h in final.get("member_histories") or [final.get("history")]}
     pretrain_cpu = sum(h.get("cpu_seconds", 2 * h["seconds"])
-                       for history in histories.values() for h in history or [])
+                       for history in trainings(final) for h in history)
     trained_for = sum(len(part) for part in final["split"].values())  # the 421, held-out too
     share = pretrain_cpu / trained_for
     timings = read_timings(store)

@@ -124,6 +124,16 @@ def combine(finals: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return combined
 
 
+def trainings(final: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The epoch records of every distinct training behind a final checkpoint: snapshot members
+    share one training and count once, seed members each add theirs (what an encoder cost)."""
+    distinct: dict[str, list[dict[str, Any]]] = {}
+    for history in final.get("member_histories") or [final.get("history") or []]:
+        if history:
+            distinct.setdefault(repr(history), history)
+    return list(distinct.values())
+
+
 def snapshot(final: dict[str, Any], epoch_state: dict[str, Any], epoch: int) -> dict[str, Any]:
     """An epoch checkpoint of a training as a member: its weights with the final's settings."""
     return {**final, "state_dict": epoch_state["model"], "best_epoch": epoch}

@@ -24,7 +24,7 @@ from hybrid.encoder.checkpoints import (
     refuse_non_finite,
     weights_of,
 )
-from hybrid.encoder.ensemble import combine, snapshot
+from hybrid.encoder.ensemble import combine, snapshot, trainings
 from hybrid.errors import StoreError
 from hybrid.store import layout
 from hybrid.store.provenance import provenance, sha256
@@ -147,14 +147,8 @@ def _member_lines(final: dict) -> list[str]:
 
 
 def _trainings(final: dict) -> pd.DataFrame:
-    """The epochs of every distinct training behind the checkpoint: snapshot members share
-    one training and are counted once, seed members each add theirs."""
-    seen, frames = set(), []
-    for history in final.get("member_histories") or [final.get("history") or []]:
-        key = repr(history)
-        if history and key not in seen:
-            seen.add(key)
-            frames.append(pd.DataFrame(history))
+    """The epochs of every distinct training behind the checkpoint, as one table."""
+    frames = [pd.DataFrame(history) for history in trainings(final)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
