@@ -105,6 +105,12 @@ def member_average(rows: list[dict], name: str) -> dict:
             "cpu_seconds": sum(r["cpu_seconds"] for r in rows)}
 
 
+def member_name(spec: str) -> str:
+    """``FOLDER`` -> its name; ``FOLDER@E`` -> ``name.epoch-EEE`` (a valid run id)."""
+    folder, _, epoch = spec.partition("@")
+    return Path(folder).name + (f".epoch-{int(epoch):03d}" if epoch else "")
+
+
 def member(spec: str) -> tuple[dict, str]:
     """(checkpoint, name) of ``FOLDER`` (its final weights) or ``FOLDER@E`` (its epoch E)."""
     from hybrid.encoder.checkpoints import load_object
@@ -115,11 +121,10 @@ def member(spec: str) -> tuple[dict, str]:
     folder, _, epoch = spec.partition("@")
     store = open_store(os.path.abspath(folder))
     final = load_object(store, layout.FINAL)
-    name = Path(folder).name
     if not epoch:
-        return final, name
+        return final, member_name(spec)
     return snapshot(final, load_object(store, layout.epoch_key(int(epoch))), int(epoch)), \
-        f"{name}.epoch-{int(epoch):03d}"
+        member_name(spec)
 
 
 def ensemble_folder(specs: list[str], out: Path) -> str:
@@ -175,8 +180,8 @@ def main() -> None:
             name = "ensemble-" + "-".join(map(str, args.ensemble))
             variants.append((model_folder(run, final, args.ensemble,
                                           Path(scratch) / "models" / name), name, None))
-        variants += [(ensemble_folder([m], Path(scratch) / "models" / member(m)[1]),
-                      member(m)[1], None) if "@" in m else (os.path.abspath(m), Path(m).name, None)
+        variants += [(ensemble_folder([m], Path(scratch) / "models" / member_name(m))
+                      if "@" in m else os.path.abspath(m), member_name(m), None)
                      for m in args.models]
         if args.seed_ensemble:
             name = "seed-ensemble-x" + str(len(args.seed_ensemble))
@@ -189,7 +194,7 @@ def main() -> None:
                     row[column] = history.loc[epoch, column]
             print(row, flush=True)
             rows.append(row)
-        members = [r for r in rows if r["variant"] in {member(m)[1] for m in args.seed_ensemble}]
+        members = [r for r in rows if r["variant"] in {member_name(m) for m in args.seed_ensemble}]
         if args.seed_ensemble and len(members) == len(args.seed_ensemble):
             rows.append(member_average(members, f"forest-per-member-x{len(members)}"))
             print(rows[-1], flush=True)
